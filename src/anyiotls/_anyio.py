@@ -1,0 +1,402 @@
+"""The AnyIO face: :class:`TLSStream`, :class:`TLSListener`, :class:`TLSConnectable`.
+
+A drop-in for ``anyio.streams.tls``: same names, signatures, defaults, attributes and
+exceptions. All TLS logic is in the engine and driver; this module translates.
+"""
+
+from __future__ import annotations
+
+__all__ = ("TLSConnectable", "TLSListener", "TLSStream")
+
+import logging
+import ssl
+from collections.abc import Callable, Mapping
+from functools import wraps
+from typing import Any
+
+from anyio import (
+    BrokenResourceError,
+    BusyResourceError,
+    ClosedResourceError,
+    EndOfStream,
+    aclose_forcefully,
+    fail_after,
+    get_cancelled_exc_class,
+)
+from anyio.abc import AnyByteStream, ByteStream, Listener, TaskGroup
+from anyio.streams.tls import TLSAttribute
+
+from ._context import client_auth_configured, default_context, encode_hostname
+from ._driver import FaceErrors, TLSDriver
+from ._engine import TLSEngine, is_ragged_eof
+
+try:
+    from anyio.abc import ByteStreamConnectable as _ConnectableBase
+except ImportError:  # anyio < 4.10 has no connectables; keep the class usable
+    _ConnectableBase = object  # type: ignore[assignment,misc]
+
+logger = logging.getLogger("anyiotls")
+
+_ERRORS = FaceErrors(
+    broken=BrokenResourceError,
+    closed=ClosedResourceError,
+    busy=lambda message: BusyResourceError(
+        "sending to" if "sending" in message else "receiving from"
+    ),
+)
+
+
+class TLSStream(ByteStream):
+    """A byte stream that encrypts what is sent and decrypts what is received.
+
+    Create it with :meth:`wrap` (which also performs the handshake), exactly as
+    ``anyio.streams.tls.TLSStream``; or construct it and call :meth:`do_handshake`.
+    Every :class:`~anyio.streams.tls.TLSAttribute` is available through
+    :meth:`extra`, along with the transport's own attributes.
+
+    One task may send while another receives. Two tasks sending at once (or
+    receiving at once) get :exc:`~anyio.BusyResourceError`.
+
+    :var transport_stream: the wrapped stream
+    :var standard_compatible: whether closing sends close_notify and waits for the
+        peer's, and whether a missing close_notify is an error
+    """
+
+    def __init__(
+        self,
+        transport_stream: AnyByteStream,
+        *,
+        server_side: bool | None = None,
+        hostname: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        standard_compatible: bool = True,
+    ) -> None:
+        """Prepare TLS over *transport_stream* without handshaking (see :meth:`wrap`)."""
+        if server_side is None:
+            server_side = not hostname
+        if ssl_context is None:
+            ssl_context = default_context(server_side=server_side)
+        elif not isinstance(ssl_context, ssl.SSLContext):
+            raise TypeError(
+                f"ssl_context must be an ssl.SSLContext, not {type(ssl_context).__name__}"
+            )
+        self.transport_stream = transport_stream
+        self.standard_compatible = standard_compatible
+        engine = TLSEngine(
+            ssl_context,
+            server_side=server_side,
+            server_hostname=encode_hostname(hostname),
+        )
+        self._driver = TLSDriver(
+            engine,
+            transport_send=transport_stream.send,
+            transport_receive=transport_stream.receive,
+            transport_eof=EndOfStream,
+            errors=_ERRORS,
+            ragged_eof_is_error=standard_compatible,
+            client_auth_configured=client_auth_configured(ssl_context),
+        )
+        self._ssl_object = engine.ssl_object
+
+    @classmethod
+    async def wrap(
+        cls,
+        transport_stream: AnyByteStream,
+        *,
+        server_side: bool | None = None,
+        hostname: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        standard_compatible: bool = True,
+    ) -> TLSStream:
+        """Wrap *transport_stream* in TLS and perform the handshake.
+
+        :param transport_stream: any AnyIO byte stream (a socket, a memory stream
+            pair, another TLS stream, your own)
+        :param server_side: ``True`` for the server side; if omitted, ``False`` when
+            *hostname* is given and ``True`` otherwise. Used only to build a default
+            context.
+        :param hostname: the peer's host name: sent as SNI and checked against its
+            certificate (when the context checks host names)
+        :param ssl_context: the context; default: :func:`ssl.create_default_context`
+            for the side, with ``OP_IGNORE_UNEXPECTED_EOF`` cleared
+        :param standard_compatible: if ``False``, closing skips the closing
+            handshake and a peer that does the same is not an error
+        :raises ~ssl.SSLError: if the handshake fails (its own type, such as
+            :exc:`ssl.SSLCertVerificationError`); the transport is then closed
+        :raises ~anyio.BrokenResourceError: if the transport fails or ends during the
+            handshake; the transport is then closed
+
+        .. warning:: Cancelled, the handshake is abandoned and the transport closed.
+        """
+        stream = cls(
+            transport_stream,
+            server_side=server_side,
+            hostname=hostname,
+            ssl_context=ssl_context,
+            standard_compatible=standard_compatible,
+        )
+        await stream.do_handshake()
+        return stream
+
+    async def do_handshake(self) -> None:
+        """Perform the TLS handshake (:meth:`wrap` calls this for you).
+
+        A task calling this while another task's handshake runs waits for that one
+        and gets its outcome.
+
+        :raises ~ssl.SSLError: if the handshake fails; the transport is closed
+        :raises ~anyio.BrokenResourceError: if the transport fails or ends; the
+            transport is closed
+
+        .. warning:: Cancelled, the handshake is abandoned and the transport closed;
+            other tasks waiting for it get :exc:`~anyio.BrokenResourceError`.
+        """
+        try:
+            await self._driver.handshake()
+        except BrokenResourceError as exc:
+            await aclose_forcefully(self.transport_stream)
+            cause = exc.__cause__
+            if isinstance(cause, ssl.SSLError) and not is_ragged_eof(cause):
+                raise cause from None
+            raise
+        except BaseException:
+            await aclose_forcefully(self.transport_stream)
+            raise
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        """Receive up to *max_bytes* bytes of decrypted data.
+
+        Decrypts as many buffered records as fit, so it may return more than one
+        record's worth.
+
+        :raises ~anyio.EndOfStream: the peer closed the connection with
+            close_notify (or, when not ``standard_compatible``, without it)
+        :raises ~anyio.BrokenResourceError: the transport failed, a TLS error
+            occurred (``__cause__`` is the :exc:`ssl.SSLError`), or, when
+            ``standard_compatible``, the transport ended without close_notify
+        :raises ~anyio.ClosedResourceError: the stream was closed or unwrapped
+        :raises ~anyio.BusyResourceError: another task is receiving
+
+        .. warning:: Cancelled, no data is lost and the stream stays usable, except
+            when the cancellation strikes while a protocol message (a KeyUpdate
+            answer, a renegotiation or post-handshake message) is being sent: then
+            the stream is broken (the next call raises
+            :exc:`~anyio.BrokenResourceError`) after returning any data decrypted
+            before.
+        """
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be a positive integer")
+        data = await self._driver.receive(max_bytes)
+        if not data:
+            raise EndOfStream
+        return data
+
+    async def send(self, item: bytes) -> None:
+        """Encrypt and send *item*.
+
+        :raises ~anyio.BrokenResourceError: the transport failed or a TLS error
+            occurred
+        :raises ~anyio.ClosedResourceError: the stream was closed, unwrapped or
+            :meth:`send_eof` was called
+        :raises ~anyio.BusyResourceError: another task is sending
+
+        .. warning:: Cancelled, either nothing of *item* reached the transport and
+            the stream stays usable, or the stream is broken: never a partial or
+            duplicated item on a usable stream.
+        """
+        await self._driver.send(item)
+
+    async def send_eof(self) -> None:
+        """Send close_notify and go on receiving until the peer closes (TLS 1.3).
+
+        RFC 8446 section 6.1 lets a TLS 1.3 peer keep sending after close_notify;
+        Python's ``SSLObject`` allows ``read()`` after our ``unwrap()`` there.
+
+        :raises NotImplementedError: the connection uses TLS 1.2 or older, where the
+            peer must answer close_notify at once and discard its pending writes
+
+        .. warning:: Cancelled, close_notify may or may not have left: the stream
+            is broken if it was being sent.
+        """
+        await self._driver.send_eof()
+
+    async def unwrap(self) -> tuple[AnyByteStream, bytes]:
+        """Do the TLS closing handshake and hand back the transport (STARTTLS downgrade).
+
+        :return: ``(transport_stream, leftover)``: *leftover* is the plaintext the
+            peer sent after its close_notify, which arrived with it
+        :raises ~anyio.BrokenResourceError: the transport failed or ended first
+
+        Application data the peer sent before its close_notify that was not
+        received is discarded. A pending post-handshake authentication is completed
+        (or fails) first, so no handshake message follows our close_notify.
+
+        .. warning:: Cancelled while waiting for the peer's close_notify, it may be
+            called again; the stream can no longer send.
+        """
+        leftover = await self._driver.unwrap()
+        return self.transport_stream, leftover
+
+    async def aclose(self) -> None:
+        """Close the stream and the transport.
+
+        When ``standard_compatible``, sends close_notify and waits for the peer's,
+        reading and discarding any data and session tickets still in flight (so
+        unread data never turns into an error, nor our close into a TCP reset). A
+        peer that misbehaves or vanishes never makes this raise.
+
+        .. warning:: A peer that never answers delays this as long as the caller's
+            cancel scope allows; cancelled, the transport is closed forcefully.
+        """
+        try:
+            if self.standard_compatible:
+                await self._driver.close_gracefully()
+            else:
+                self._driver.mark_closed()
+        except BaseException:
+            self._driver.mark_closed()
+            await aclose_forcefully(self.transport_stream)
+            raise
+        await self.transport_stream.aclose()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        """The transport's attributes, plus every :class:`TLSAttribute`."""
+        sslobj = self._ssl_object
+        return {
+            **self.transport_stream.extra_attributes,
+            TLSAttribute.alpn_protocol: sslobj.selected_alpn_protocol,
+            TLSAttribute.channel_binding_tls_unique: sslobj.get_channel_binding,
+            TLSAttribute.cipher: sslobj.cipher,
+            TLSAttribute.peer_certificate: lambda: sslobj.getpeercert(False),
+            TLSAttribute.peer_certificate_binary: lambda: sslobj.getpeercert(True),
+            TLSAttribute.server_side: lambda: sslobj.server_side,
+            TLSAttribute.shared_ciphers: lambda: (
+                sslobj.shared_ciphers() if sslobj.server_side else None
+            ),
+            TLSAttribute.standard_compatible: lambda: self.standard_compatible,
+            TLSAttribute.ssl_object: lambda: sslobj,
+            TLSAttribute.tls_version: sslobj.version,
+        }
+
+
+class TLSListener(Listener[TLSStream]):
+    """Wraps a listener and performs a TLS handshake on every accepted connection.
+
+    A handshake that fails or exceeds *handshake_timeout* is passed to
+    :meth:`handle_handshake_error` (which logs it and closes that connection); it
+    never stops the server.
+
+    :param listener: the listener to wrap
+    :param ssl_context: the server's context
+    :param standard_compatible: passed to :meth:`TLSStream.wrap`
+    :param handshake_timeout: seconds a handshake may take
+    """
+
+    def __init__(
+        self,
+        listener: Listener[Any],
+        ssl_context: ssl.SSLContext,
+        standard_compatible: bool = True,
+        handshake_timeout: float = 30,
+    ) -> None:
+        """See the class docstring."""
+        self.listener = listener
+        self.ssl_context = ssl_context
+        self.standard_compatible = standard_compatible
+        self.handshake_timeout = handshake_timeout
+
+    @staticmethod
+    async def handle_handshake_error(exc: BaseException, stream: AnyByteStream) -> None:
+        """Handle an exception raised during the handshake of an accepted connection.
+
+        Closes *stream* forcefully, logs *exc* on the ``anyiotls`` logger (unless it
+        is a cancellation), and re-raises it if it is a cancellation or not an
+        :exc:`Exception` (so the server's own cancellation still works). Override to
+        change this.
+        """
+        await aclose_forcefully(stream)
+        if not isinstance(exc, get_cancelled_exc_class()):
+            logger.error("Error during TLS handshake", exc_info=exc)
+        if not isinstance(exc, Exception) or isinstance(exc, get_cancelled_exc_class()):
+            raise exc
+
+    async def serve(
+        self,
+        handler: Callable[[TLSStream], Any],
+        task_group: TaskGroup | None = None,
+    ) -> None:
+        """Accept connections forever, handshake each one and call *handler* with it."""
+
+        @wraps(handler)
+        async def handler_wrapper(stream: AnyByteStream) -> None:
+            try:
+                with fail_after(self.handshake_timeout):
+                    wrapped = await TLSStream.wrap(
+                        stream,
+                        ssl_context=self.ssl_context,
+                        standard_compatible=self.standard_compatible,
+                    )
+            except BaseException as exc:
+                await self.handle_handshake_error(exc, stream)
+            else:
+                await handler(wrapped)
+
+        await self.listener.serve(handler_wrapper, task_group)
+
+    async def aclose(self) -> None:
+        """Close the wrapped listener."""
+        await self.listener.aclose()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        """The wrapped listener's attributes, plus ``standard_compatible``."""
+        return {
+            **self.listener.extra_attributes,
+            TLSAttribute.standard_compatible: lambda: self.standard_compatible,
+        }
+
+
+class TLSConnectable(_ConnectableBase):
+    """Wraps a connectable and performs a TLS handshake after connecting.
+
+    :param connectable: the connectable to wrap
+    :param hostname: the server's host name (SNI and certificate check)
+    :param ssl_context: the context (default: a secure client context)
+    :param standard_compatible: passed to :meth:`TLSStream.wrap`
+    """
+
+    def __init__(
+        self,
+        connectable: Any,
+        *,
+        hostname: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        standard_compatible: bool = True,
+    ) -> None:
+        """See the class docstring."""
+        self.connectable = connectable
+        self.ssl_context: ssl.SSLContext = ssl_context or ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH
+        )
+        if not isinstance(self.ssl_context, ssl.SSLContext):
+            raise TypeError(
+                "ssl_context must be an ssl.SSLContext, not "
+                f"{type(self.ssl_context).__name__}"
+            )
+        self.hostname = hostname
+        self.standard_compatible = standard_compatible
+
+    async def connect(self) -> TLSStream:
+        """Connect, then handshake; the connection is closed if the handshake fails."""
+        stream = await self.connectable.connect()
+        try:
+            return await TLSStream.wrap(
+                stream,
+                hostname=self.hostname,
+                ssl_context=self.ssl_context,
+                standard_compatible=self.standard_compatible,
+            )
+        except BaseException:
+            await aclose_forcefully(stream)
+            raise

@@ -1,0 +1,43 @@
+"""Default contexts and host names, shared by both faces."""
+
+from __future__ import annotations
+
+__all__ = ("client_auth_configured", "default_context", "encode_hostname")
+
+import ssl
+
+
+def default_context(*, server_side: bool) -> ssl.SSLContext:
+    """A secure default context for one side, as ``anyio.streams.tls`` builds it.
+
+    ``ssl.create_default_context`` for the purpose, with ``OP_IGNORE_UNEXPECTED_EOF``
+    cleared so a truncated connection is an error and not a clean close.
+    """
+    purpose = ssl.Purpose.CLIENT_AUTH if server_side else ssl.Purpose.SERVER_AUTH
+    context = ssl.create_default_context(purpose)
+    context.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    return context
+
+
+def encode_hostname(hostname: str | None) -> str | None:
+    """Host name for SNI and verification, resolved with IDNA 2008 as anyio does.
+
+    ``wrap_bio()`` alone would encode international names with IDNA 2003.
+    """
+    if hostname is None:
+        return None
+    try:
+        hostname.encode("ascii")
+    except UnicodeEncodeError:
+        import idna
+
+        return idna.encode(hostname, uts46=True).decode("ascii")
+    return hostname
+
+
+def client_auth_configured(context: ssl.SSLContext) -> bool:
+    """``True`` if a server with *context* can ask for a post-handshake certificate.
+
+    Read when the stream is created: OpenSSL reads both settings in ``wrap_bio()``.
+    """
+    return bool(context.post_handshake_auth) and context.verify_mode != ssl.CERT_NONE

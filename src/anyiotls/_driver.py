@@ -1,0 +1,536 @@
+"""The one retry loop between a :class:`~anyiotls._engine.TLSEngine` and a transport.
+
+Why the loop looks the way it does is the theory of operation at the top of
+``_engine.py``; the locking rules are in ``_locks.py``. This file owns the
+*cancellation rules*: what a cancellation at each await point leaves behind.
+
+==========================  ===========================================================
+await point                 cancelled there
+==========================  ===========================================================
+waiting for the send lock   nothing happened; for ``send``, no byte of the item was
+                            encrypted (the lock is taken *before* ``write()``). Bytes
+                            other steps left in the outgoing BIO stay there and leave
+                            with the next flush.
+``transport.send``          the transport may hold part of a record: the stream is
+                            broken (every later call raises the face's
+                            ``BrokenResourceError``). Plaintext a ``receive`` had
+                            already decrypted is kept and returned by the next
+                            ``receive`` before the error.
+waiting for receive lock    nothing happened.
+``transport.receive``       nothing happened (the transport returns nothing to a
+                            cancelled receive).
+waiting for the handshake   (a task waiting for another task's handshake) nothing
+                            happened to the stream.
+final checkpoint            not cancellable (``cancel_shielded_checkpoint``), so a
+                            finished step always returns its result.
+==========================  ===========================================================
+
+Consequences, per operation: a cancelled ``receive`` loses no data and leaves the
+stream usable unless it was flushing a protocol message (a KeyUpdate answer, a
+post-handshake reply) right then; a cancelled ``send`` either sent nothing (usable) or
+broke the stream; a cancelled handshake breaks the stream (the faces close the
+transport); a cancelled ``unwrap`` that already sent close_notify may be called again;
+a TLS 1.2 ``send`` cancelled while a renegotiation makes it wait for the peer breaks
+the stream (OpenSSL may have encrypted part of the item and must be retried with it).
+"""
+
+from __future__ import annotations
+
+__all__ = ("FaceErrors", "TLSDriver")
+
+import enum
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple, TypeVar
+
+from anyio import Event, move_on_after
+from anyio.lowlevel import (
+    cancel_shielded_checkpoint,
+    checkpoint,
+    checkpoint_if_cancelled,
+)
+
+from ._engine import NEED_DATA, TLSEngine, is_ragged_eof
+from ._exceptions import PostHandshakeAuthError
+from ._locks import ConflictDetector, FIFOLock
+
+_T = TypeVar("_T")
+_A = TypeVar("_A")
+
+#: Plaintext taken out of the engine per step while waiting for a post-handshake
+#: answer (the transport itself is asked with its own default size, 64 KiB for
+#: AnyIO's socket streams, which also lets object streams serve as transports).
+RECEIVE_SIZE = 65536
+
+
+#: Seconds a fatal error may spend telling the peer (an alert) before giving up.
+ALERT_SEND_TIMEOUT = 1.0
+
+
+def _describe(exc: BaseException) -> BaseException:
+    """The cause to record for a broken stream: cancellations become a sentence."""
+    if isinstance(exc, Exception):
+        return exc
+    return RuntimeError(
+        f"the stream was broken by {type(exc).__name__} in the middle of an operation "
+        "that could not be undone (a transport send, a handshake or a renegotiation)"
+    )
+
+
+class FaceErrors(NamedTuple):
+    """The exception types a face wants its callers to see."""
+
+    broken: type[Exception]
+    closed: type[Exception]
+    busy: Callable[[str], Exception]
+
+
+class _State(enum.Enum):
+    OPEN = "open"
+    BROKEN = "broken"
+    CLOSED = "closed"
+
+
+class _Handshake(enum.Enum):
+    NOT_STARTED = "not started"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class TLSDriver:
+    """Drives a :class:`TLSEngine` over a transport; shared by both faces."""
+
+    def __init__(
+        self,
+        engine: TLSEngine,
+        *,
+        transport_send: Callable[[bytes], Awaitable[Any]],
+        transport_receive: Callable[[], Awaitable[bytes]],
+        transport_eof: type[BaseException] | tuple[type[BaseException], ...],
+        errors: FaceErrors,
+        ragged_eof_is_error: bool,
+        client_auth_configured: bool,
+    ) -> None:
+        self._engine = engine
+        self._transport_send = transport_send
+        self._transport_receive = transport_receive
+        self._transport_eof = transport_eof
+        self._errors = errors
+        self._ragged_eof_is_error = ragged_eof_is_error
+        self._client_auth_configured = client_auth_configured
+        self._state = _State.OPEN
+        self._broken_cause: BaseException | None = None
+        self._handshake = _Handshake.NOT_STARTED
+        self._handshake_finished: Event | None = None
+        self._close_notify_sent = False
+        self._transport_at_eof = False
+        self._send_lock = FIFOLock()
+        self._recv_lock = FIFOLock()
+        self._recv_count = 0
+        #: plaintext decrypted but not yet returned by ``receive`` (kept in order)
+        self._backlog = bytearray()
+        self._send_conflict = ConflictDetector(
+            lambda: errors.busy("another task is already sending on this stream")
+        )
+        self._recv_conflict = ConflictDetector(
+            lambda: errors.busy("another task is already receiving on this stream")
+        )
+
+    # -- state -----------------------------------------------------------------------
+
+    @property
+    def engine(self) -> TLSEngine:
+        """The engine this driver moves bytes for."""
+        return self._engine
+
+    @property
+    def handshake_done(self) -> bool:
+        """``True`` once the handshake completed successfully."""
+        return self._handshake is _Handshake.DONE
+
+    @property
+    def is_usable(self) -> bool:
+        """``False`` once the stream is broken or closed."""
+        return self._state is _State.OPEN
+
+    def _state_error(self) -> Exception:
+        if self._state is _State.CLOSED:
+            return self._errors.closed()
+        exc = self._errors.broken()
+        exc.__cause__ = self._broken_cause
+        return exc
+
+    def _break(self, cause: BaseException) -> Exception:
+        """Mark the stream broken by *cause*; return the exception to raise."""
+        if self._state is _State.OPEN:
+            self._state = _State.BROKEN
+            self._broken_cause = cause
+        exc = self._errors.broken()
+        exc.__cause__ = cause
+        return exc
+
+    def mark_closed(self) -> None:
+        """Make every later operation raise the face's ``ClosedResourceError``."""
+        self._state = _State.CLOSED
+
+    # -- the retry loop --------------------------------------------------------------
+
+    async def _retry(
+        self,
+        step: Callable[[_A], _T | None],
+        arg: _A,
+        *,
+        lock_first: bool = False,
+        keep_on_failure: bool = False,
+        once: bool = False,
+        yielded: bool = False,
+    ) -> _T | None:
+        """Call *step* until it returns a result; flush after every call.
+
+        * ``lock_first``: take the send lock before the first call (``write``), so
+          cancellation cannot strike between encrypting the item and sending it.
+        * ``keep_on_failure``: a result is plaintext; if flushing after it fails or is
+          cancelled, put it back into the backlog so no byte is lost.
+        * ``once``: return after the first call and its flush, even with NEED_DATA.
+        * ``yielded``: the caller already yielded to the event loop.
+
+        Raises what the step raises (:exc:`ssl.SSLError`), the face's
+        ``BrokenResourceError`` when the transport fails, or a cancellation.
+
+        Invariant: the send lock is held only while calling the step or flushing,
+        never while waiting for the peer.
+        """
+        engine = self._engine
+        send_lock = self._send_lock
+        holding = False
+        must_finish = False  # a write that needed data must be retried, or break
+        try:
+            while True:
+                if lock_first and not holding:
+                    yielded |= await send_lock.acquire()
+                    holding = True
+                try:
+                    result = step(arg)
+                except ssl.SSLError:
+                    # Tell the peer why (an alert), if the send lock is ours to take.
+                    if engine.has_data_to_send and (holding or not send_lock.locked):
+                        if not holding:
+                            await send_lock.acquire()  # free: returns at once
+                            holding = True
+                        await self._send_alert()
+                    raise
+                if engine.has_data_to_send:
+                    try:
+                        if not holding:
+                            yielded |= await send_lock.acquire()
+                            holding = True
+                        await self._flush()
+                        yielded = True
+                    except BaseException:
+                        if keep_on_failure and result:
+                            self._backlog[0:0] = result  # type: ignore[index]
+                        raise
+                if result is not NEED_DATA or once:
+                    break
+                if lock_first:
+                    must_finish = True
+                if holding:
+                    send_lock.release()
+                    holding = False
+                await self._receive_into_engine()
+                yielded = True
+        except BaseException as exc:
+            if must_finish:
+                self._break(_describe(exc))
+            raise
+        finally:
+            if holding:
+                send_lock.release()
+        if not yielded:
+            await cancel_shielded_checkpoint()
+        return result
+
+    async def _flush(self) -> None:
+        """Send everything in the outgoing BIO. The caller holds the send lock."""
+        data = self._engine.data_to_send()
+        try:
+            await self._transport_send(data)
+        except Exception as exc:
+            raise self._break(exc) from exc
+        except BaseException as exc:  # cancelled: part of a record may be out
+            self._break(_describe(exc))
+            raise
+
+    async def _send_alert(self) -> None:
+        """Try, briefly, to tell the peer about a fatal error; ignore failures.
+
+        The caller holds the send lock. Bounded in time: a peer that does not read
+        must not turn an error into a hang.
+        """
+        with move_on_after(ALERT_SEND_TIMEOUT):
+            try:
+                await self._transport_send(self._engine.data_to_send())
+            except Exception:
+                pass
+
+    async def _receive_into_engine(self) -> None:
+        """Feed the engine one transport receive (unless another task just did)."""
+        count = self._recv_count
+        lock = self._recv_lock
+        await lock.acquire()
+        try:
+            if count != self._recv_count:
+                return  # someone received while we waited: retry the step first
+            if self._transport_at_eof:  # the step wants data that will never come
+                raise self._engine.fail(
+                    ssl.SSLEOFError("the transport reached EOF")
+                ) from None
+            try:
+                data = await self._transport_receive()
+            except self._transport_eof:
+                data = b""
+            except Exception as exc:
+                raise self._break(exc) from exc
+            if not data:
+                self._transport_at_eof = True
+            self._engine.receive_data(data)
+            self._recv_count += 1
+        finally:
+            lock.release()
+
+    # -- operations ------------------------------------------------------------------
+
+    async def handshake(self) -> None:
+        """Perform the handshake, or wait for the one another task is performing.
+
+        Every waiting task gets the outcome: a failed or cancelled handshake raises
+        the face's ``BrokenResourceError`` (``__cause__``: the ssl error) in all of
+        them. The task that ran it sees the failure itself.
+        """
+        state = self._handshake
+        if state is _Handshake.DONE:
+            await checkpoint()
+            if self._state is not _State.OPEN:
+                raise self._state_error()
+            return
+        if state is _Handshake.RUNNING:
+            assert self._handshake_finished is not None
+            await self._handshake_finished.wait()
+            if self._handshake is not _Handshake.DONE:
+                raise self._state_error()
+            return
+        if state is _Handshake.FAILED or self._state is not _State.OPEN:
+            await checkpoint()
+            raise self._state_error()
+
+        self._handshake = _Handshake.RUNNING
+        finished = self._handshake_finished = Event()
+        try:
+            await checkpoint_if_cancelled()
+            await self._retry(self._engine.do_handshake, None)
+        except ssl.SSLError as exc:
+            self._handshake = _Handshake.FAILED
+            raise self._break(exc) from exc
+        except BaseException as exc:
+            self._handshake = _Handshake.FAILED
+            self._break(_describe(exc))
+            raise
+        else:
+            self._handshake = _Handshake.DONE
+        finally:
+            finished.set()
+
+    async def _ensure_usable(self) -> None:
+        if self._state is not _State.OPEN:
+            await checkpoint()
+            raise self._state_error()
+        if self._handshake is not _Handshake.DONE:
+            await self.handshake()
+
+    def _read_step(self, max_bytes: int) -> bytes | None:
+        backlog = self._backlog
+        if backlog:  # another task (post-handshake auth) decrypted data first
+            data = bytes(backlog[:max_bytes])
+            del backlog[:max_bytes]
+            return data
+        return self._engine.read(max_bytes)
+
+    async def receive(self, max_bytes: int) -> bytes:
+        """Return up to *max_bytes* of plaintext, or ``b""`` at the peer's close.
+
+        Cancelled: no data is lost (see the module docstring for the one case that
+        breaks the stream).
+        """
+        with self._recv_conflict:
+            if self._state is not _State.OPEN or self._handshake is not _Handshake.DONE:
+                await self._ensure_usable()
+            if self._backlog or self._engine.has_buffered_input:
+                await checkpoint()
+                yielded = True
+            else:
+                await checkpoint_if_cancelled()
+                yielded = False
+            try:
+                data = await self._retry(
+                    self._read_step, max_bytes, keep_on_failure=True, yielded=yielded
+                )
+            except ssl.SSLError as exc:
+                if not self._ragged_eof_is_error and is_ragged_eof(exc):
+                    return b""
+                raise self._break(exc) from exc
+            assert data is not None
+            return data
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt and send all of *data*.
+
+        Cancelled: either nothing of *data* reached the transport and the stream is
+        usable, or the stream is broken.
+        """
+        with self._send_conflict:
+            if self._state is not _State.OPEN or self._handshake is not _Handshake.DONE:
+                await self._ensure_usable()
+            if self._close_notify_sent:
+                await checkpoint()
+                raise self._errors.closed()
+            if not data:  # write(b"") is not a no-op in every Python version
+                await checkpoint()
+                return
+            await checkpoint_if_cancelled()
+            try:
+                await self._retry(self._engine.write, data, lock_first=True)
+            except ssl.SSLError as exc:
+                raise self._break(exc) from exc
+
+    async def send_eof(self) -> None:
+        """Send close_notify and keep receiving (TLS 1.3 half-close).
+
+        Raises :exc:`NotImplementedError` below TLS 1.3, where the peer must answer
+        close_notify at once and discard what it had not sent yet.
+        """
+        with self._send_conflict:
+            await self._ensure_usable()
+            version = self._engine.ssl_object.version()
+            if version != "TLSv1.3":
+                raise NotImplementedError(
+                    f"send_eof() needs TLS 1.3 (half-close, RFC 8446 section 6.1); "
+                    f"this connection uses {version}"
+                )
+            if self._close_notify_sent:
+                return
+            self._close_notify_sent = True
+            try:
+                await self._retry(
+                    self._engine.unwrap, self._backlog, lock_first=True, once=True
+                )
+            except ssl.SSLError as exc:
+                raise self._break(exc) from exc
+
+    async def unwrap(self) -> bytes:
+        """Complete the closing handshake; return the plaintext that followed it.
+
+        Application data the peer sent before its close_notify and that was not
+        received yet is discarded. A pending post-handshake authentication is
+        finished first, so no handshake message can follow our close_notify.
+        Cancelled while waiting for the peer's close_notify: may be called again.
+        """
+        await self._ensure_usable()
+        if self._engine.client_auth_pending:
+            await self.wait_client_auth()
+        self._close_notify_sent = True
+        try:
+            await self._retry(self._engine.unwrap, None)
+        except ssl.SSLError as exc:
+            raise self._break(exc) from exc
+        self._state = _State.CLOSED
+        return self._engine.leftover()
+
+    async def close_gracefully(self) -> None:
+        """Send close_notify and wait for the peer's; never raise for a bad peer.
+
+        A broken or never-handshaken stream is just marked closed. Errors from a peer
+        that vanished or misbehaved are swallowed: the caller closes the transport
+        next anyway. Cancellation propagates.
+        """
+        try:
+            if self._state is _State.OPEN and self._handshake is _Handshake.DONE:
+                self._close_notify_sent = True
+                try:
+                    await self._retry(self._engine.unwrap, None)
+                except (ssl.SSLError, self._errors.broken, self._errors.closed):
+                    pass
+            else:
+                await checkpoint()
+        finally:
+            self._state = _State.CLOSED
+
+    # -- post-handshake client authentication ---------------------------------------
+
+    async def request_client_auth(self) -> None:
+        """Send a TLS 1.3 CertificateRequest now; do not wait for the answer."""
+        await self._ensure_usable()
+        engine = self._engine
+        if engine.client_auth_pending:
+            return
+        sslobj = engine.ssl_object
+        if not sslobj.server_side:
+            raise PostHandshakeAuthError("only a server can request a client certificate")
+        version = sslobj.version()
+        if version != "TLSv1.3":
+            raise PostHandshakeAuthError(
+                f"post-handshake authentication needs TLS 1.3; this connection uses "
+                f"{version}"
+            )
+        if not self._client_auth_configured:
+            raise PostHandshakeAuthError(
+                "the server's SSLContext needs post_handshake_auth = True and "
+                "verify_mode CERT_OPTIONAL or CERT_REQUIRED when the stream is created"
+            )
+        if self._close_notify_sent:
+            raise self._errors.closed()
+        try:
+            engine.request_client_auth()
+        except ssl.SSLError as exc:
+            if "EXTENSION_NOT_RECEIVED" in str(exc):
+                raise PostHandshakeAuthError(
+                    "the client did not offer post-handshake authentication (its "
+                    "SSLContext needs post_handshake_auth = True)"
+                ) from exc
+            raise PostHandshakeAuthError(f"OpenSSL refused the request: {exc}") from exc
+        try:
+            await self._retry(engine.do_handshake, None, lock_first=True, once=True)
+        except ssl.SSLError as exc:
+            raise self._break(exc) from exc
+
+    async def wait_client_auth(self) -> None:
+        """Wait until the client's answer to a pending request has been processed.
+
+        Application data that arrives meanwhile is kept for ``receive``. Raises the
+        ssl error (and breaks the stream) if the client's answer is rejected.
+        """
+        if not self._engine.client_auth_pending:
+            await self._ensure_usable()
+            return
+        await checkpoint_if_cancelled()
+        try:
+            await self._retry(self._client_auth_step, None)
+        except ssl.SSLError as exc:
+            self._break(exc)
+            raise
+
+    def _client_auth_step(self, _: None) -> bool | None:
+        engine = self._engine
+        while engine.client_auth_pending:
+            # Data goes to the backlog, which every receive step empties before it
+            # decrypts anything new: order is kept even with a receiver running.
+            data = engine.read(RECEIVE_SIZE)
+            if data is NEED_DATA:
+                return NEED_DATA
+            if not data:
+                raise PostHandshakeAuthError(
+                    "the peer closed the connection before answering the "
+                    "certificate request"
+                )
+            self._backlog += data
+        return True

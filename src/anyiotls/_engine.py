@@ -1,0 +1,312 @@
+"""The sans-I/O TLS engine: one :class:`ssl.SSLObject` between two memory BIOs.
+
+Theory of operation
+===================
+
+Everything anyiotls knows about TLS is in this file (the state of the protocol) and in
+``_driver.py`` (the one loop that moves bytes between this engine and a transport).
+The faces (``_anyio.py``, ``trio.py``) only translate names, exceptions and defaults.
+
+The SSLObject and its BIOs
+--------------------------
+An :class:`ssl.SSLObject` never touches the network. It reads ciphertext from an
+*incoming* :class:`ssl.MemoryBIO` and writes ciphertext to an *outgoing* one. Four calls
+move the protocol: ``do_handshake()``, ``read()``, ``write()`` and ``unwrap()``. Each of
+them may append bytes to the outgoing BIO and then either return or raise
+:exc:`ssl.SSLWantReadError`, which means "I need more bytes from the peer; call me
+again, with the same arguments, once they are in the incoming BIO". With memory BIOs
+:exc:`ssl.SSLWantWriteError` never happens: the outgoing BIO is unbounded.
+
+So this engine exposes each of the four calls as a *step* that never blocks and
+returns either a result or :data:`NEED_DATA`. Two rules follow, and the driver obeys
+both:
+
+1. *Flush after every step*, also after a step that returned normally: session
+   tickets, KeyUpdate answers, post-handshake messages and alerts are written by calls
+   that "succeed". (:meth:`TLSEngine.data_to_send` takes them.)
+2. *Retry after NEED_DATA* with the same arguments once more bytes arrived. Other
+   steps may run in between (the SSLObject keeps its own state), which is what makes
+   full duplex possible.
+
+Full duplex
+-----------
+A ``read()`` may need to *write* (the peer asked for a KeyUpdate, renegotiates under
+TLS 1.2, or sent a post-handshake CertificateRequest) and a ``write()`` may need to
+*read* (TLS 1.2 renegotiation). With one task sending and another receiving, both may
+need the same side of the transport at once. Two inner locks serialise the transport,
+not the TLS operations: one for ``transport.send`` and one for ``transport.receive``.
+Whoever holds the send lock drains the *whole* outgoing BIO and sends it, so
+ciphertext reaches the wire in exactly the order the SSLObject produced it, no matter
+which task produced it. Bytes are taken out of the BIO only while holding the send
+lock; until then they wait in the BIO, where a cancelled task cannot lose them.
+
+Receiving works the same way: the holder of the receive lock feeds what it got into
+the incoming BIO, where every task's next step sees it. A task that waited for the
+receive lock while another task received does not receive again: it retries its step
+first (the other task's bytes may be what it needed), the trick trio's ``_ssl.py``
+uses with its ``_inner_recv_count``.
+
+Errors
+------
+The first fatal :exc:`ssl.SSLError` is kept and raised again by every later step:
+after a fatal error OpenSSL answers later calls with a less informative
+``SSLEOFError``. A transport that ends without close_notify is a *ragged EOF*:
+:func:`is_ragged_eof` is the one place that recognises it.
+
+Closing
+-------
+``unwrap()`` by the side that closes first writes close_notify and then needs the
+peer's close_notify; the second call returns. After our own ``unwrap()``, ``read()``
+still works under TLS 1.3 (half-close, RFC 8446 section 6.1), which is what
+``send_eof()`` uses. ``unwrap()`` refuses to run while decrypted application data
+waits unread (``APPLICATION_DATA_AFTER_CLOSE_NOTIFY``), so :meth:`TLSEngine.unwrap`
+reads such data out first and hands it to the caller. After a completed unwrap the
+incoming BIO holds exactly the plaintext the peer sent after its close_notify: the
+*leftover* of a STARTTLS downgrade.
+
+Post-handshake client authentication (TLS 1.3)
+-----------------------------------------------
+``SSLObject.verify_client_post_handshake()`` only queues the CertificateRequest; the
+next step writes it. The client answers only inside its ``read()`` and the server
+processes the answer only inside its ``read()``. Success is visible as a new peer
+certificate or as new session tickets written by that ``read()``
+(:attr:`TLSEngine.client_auth_pending` tracks it). Unwrapping while a request is
+pending would put the server's tickets after its close_notify, into the plaintext of
+a downgrade, so the driver refuses to.
+
+Cancellation
+------------
+The engine never awaits, so it cannot be cancelled half-way. What a cancellation
+leaves behind is decided in ``_driver.py``, whose header lists each await point.
+"""
+
+from __future__ import annotations
+
+__all__ = ("NEED_DATA", "TLSEngine", "is_ragged_eof")
+
+import ssl
+from typing import Final
+
+#: Returned by a step that needs more bytes from the peer before it can finish.
+NEED_DATA: Final = None
+
+#: Largest plaintext of one TLS record (RFC 8446 section 5.1).
+MAX_RECORD_PLAINTEXT: Final = 16384
+
+
+def is_ragged_eof(exc: BaseException | None) -> bool:
+    """Return ``True`` if *exc* means "the transport ended without close_notify"."""
+    return isinstance(exc, ssl.SSLEOFError) or (
+        isinstance(exc, ssl.SSLError)
+        and "UNEXPECTED_EOF_WHILE_READING" in (exc.strerror or "")
+    )
+
+
+class TLSEngine:
+    """An :class:`ssl.SSLObject` and its two memory BIOs, driven one step at a time.
+
+    Every step calls the SSLObject once (``read`` may call it a few times to drain
+    several records) and returns a result or :data:`NEED_DATA`. Nothing here awaits.
+    """
+
+    __slots__ = (
+        "_cert_before_auth",
+        "_error",
+        "_incoming",
+        "_outgoing",
+        "client_auth_pending",
+        "ssl_object",
+    )
+
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | bytes | None,
+    ) -> None:
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        #: the SSLObject; public so the faces can expose it as an attribute
+        self.ssl_object: ssl.SSLObject = ssl_context.wrap_bio(
+            self._incoming,
+            self._outgoing,
+            server_side=server_side,
+            server_hostname=server_hostname,  # type: ignore[arg-type]
+        )
+        self._error: ssl.SSLError | None = None
+        #: ``True`` between sending a post-handshake CertificateRequest and processing
+        #: the client's answer
+        self.client_auth_pending = False
+        self._cert_before_auth: bytes | None = None
+
+    # -- bytes in and out ------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """Take everything the SSLObject has written so far (may be ``b""``)."""
+        return self._outgoing.read()
+
+    @property
+    def has_data_to_send(self) -> bool:
+        """``True`` if the outgoing BIO holds bytes for the peer."""
+        return self._outgoing.pending > 0
+
+    @property
+    def has_buffered_input(self) -> bool:
+        """``True`` if a step can probably make progress without new transport bytes."""
+        return self._incoming.pending > 0 or self.ssl_object.pending() > 0
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the transport; ``b""`` means the transport reached EOF."""
+        if data:
+            self._incoming.write(data)
+        else:
+            self._incoming.write_eof()
+
+    @property
+    def error(self) -> ssl.SSLError | None:
+        """The first fatal TLS error, if one happened."""
+        return self._error
+
+    def fail(self, exc: ssl.SSLError) -> ssl.SSLError:
+        """Record *exc* as the fatal error unless one is recorded; return the first."""
+        if self._error is None:
+            self._error = exc
+        return self._error
+
+    # -- the four steps --------------------------------------------------------------
+
+    def do_handshake(self, _: None = None) -> bool | None:
+        """Advance the handshake: ``True`` when complete, else :data:`NEED_DATA`.
+
+        (The ignored argument gives every step the same shape for the driver.)
+        """
+        if self._error is not None:
+            raise self._error
+        try:
+            self.ssl_object.do_handshake()
+        except ssl.SSLWantReadError:
+            return NEED_DATA
+        except ssl.SSLError as exc:
+            raise self.fail(exc) from None
+        return True
+
+    def read(self, max_bytes: int) -> bytes | None:
+        """Decrypt up to *max_bytes*: data, ``b""`` at close_notify, or NEED_DATA.
+
+        Drains as many whole records as are buffered (``SSLObject.read`` returns at
+        most one record per call), so a receive of small records costs one await.
+        """
+        if self._error is not None:
+            raise self._error
+        sslobj = self.ssl_object
+        pending_auth = self.client_auth_pending
+        out_before = self._outgoing.pending if pending_auth else 0
+        try:
+            data = sslobj.read(max_bytes)
+        except ssl.SSLWantReadError:
+            if pending_auth:
+                self._check_client_auth(out_before)
+            return NEED_DATA
+        except ssl.SSLZeroReturnError:
+            return b""
+        except ssl.SSLError as exc:
+            self.client_auth_pending = False
+            raise self.fail(exc) from None
+        if data and len(data) < max_bytes and self._incoming.pending:
+            chunks = [data]
+            size = len(data)
+            while size < max_bytes:
+                try:
+                    more = sslobj.read(max_bytes - size)
+                except ssl.SSLWantReadError:
+                    break
+                except ssl.SSLError as exc:
+                    # Deliver what we have; the next step raises the error again.
+                    self.fail(exc)
+                    break
+                if not more:
+                    break
+                chunks.append(more)
+                size += len(more)
+            data = b"".join(chunks)
+        if pending_auth:
+            self._check_client_auth(out_before)
+        return data
+
+    def write(self, data: bytes | bytearray | memoryview) -> int | None:
+        """Encrypt all of *data*: its length, or NEED_DATA (retry with the same data)."""
+        if self._error is not None:
+            raise self._error
+        try:
+            return self.ssl_object.write(data)
+        except ssl.SSLWantReadError:
+            return NEED_DATA
+        except ssl.SSLError as exc:
+            raise self.fail(exc) from None
+
+    def unwrap(self, keep: bytearray | None = None) -> bool | None:
+        """Advance the closing handshake: ``True`` when done, else NEED_DATA.
+
+        Application data that arrived before the peer's close_notify is read out
+        first (OpenSSL's ``unwrap()`` fails for good on it with
+        ``APPLICATION_DATA_AFTER_CLOSE_NOTIFY``) and appended to *keep*, or
+        discarded if *keep* is ``None``.
+        """
+        if self._error is not None:
+            raise self._error
+        if self._incoming.pending or self.ssl_object.pending():
+            self._drain_into(keep)
+        try:
+            self.ssl_object.unwrap()
+        except ssl.SSLWantReadError:
+            return NEED_DATA
+        except ssl.SSLError as exc:
+            raise self.fail(exc) from None
+        return True
+
+    def leftover(self) -> bytes:
+        """After a completed unwrap: the plaintext the peer sent after close_notify."""
+        return self._incoming.read()
+
+    # -- post-handshake client authentication ---------------------------------------
+
+    def request_client_auth(self) -> None:
+        """Queue a TLS 1.3 CertificateRequest; the next step writes it.
+
+        Raises :exc:`ssl.SSLError` (e.g. ``EXTENSION_NOT_RECEIVED``) without changing
+        any state if OpenSSL refuses; nothing is written then.
+        """
+        if self._error is not None:
+            raise self._error
+        self._cert_before_auth = self.ssl_object.getpeercert(True)
+        self.ssl_object.verify_client_post_handshake()
+        self.client_auth_pending = True
+
+    def _check_client_auth(self, out_before: int) -> None:
+        # Called after a read() while a request is pending. The server has processed
+        # the client's answer when the peer certificate changed, or when that read()
+        # wrote new session tickets (OpenSSL sends them after every successful
+        # post-handshake authentication, also after an empty Certificate).
+        try:
+            cert = self.ssl_object.getpeercert(True)
+        except ValueError:  # still inside the exchange
+            return
+        if cert != self._cert_before_auth or self._outgoing.pending > out_before:
+            self.client_auth_pending = False
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _drain_into(self, keep: bytearray | None) -> None:
+        """Read buffered application data out of the SSLObject, up to close_notify."""
+        while True:
+            try:
+                data = self.ssl_object.read(MAX_RECORD_PLAINTEXT)
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                return
+            except ssl.SSLError as exc:
+                raise self.fail(exc) from None
+            if not data:
+                return
+            if keep is not None:
+                keep += data
