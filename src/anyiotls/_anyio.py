@@ -237,6 +237,54 @@ class TLSStream(ByteStream):
         leftover = await self._driver.unwrap()
         return self.transport_stream, leftover
 
+    async def verify_client_post_handshake(self) -> dict[str, Any] | None:
+        """Ask the client for a certificate now (TLS 1.3) and wait for its answer.
+
+        Server side only. Sends a CertificateRequest at once and returns when the
+        client's answer has been processed, with the verified certificate (the value
+        ``extra(TLSAttribute.peer_certificate)`` gives from then on), or ``None``
+        under ``CERT_OPTIONAL`` when the client sent none. If a request is already
+        pending (see :meth:`request_client_certificate`), waits for that one.
+
+        Another task may go on receiving meanwhile; application data that arrives
+        before the answer is kept, in order, for :meth:`receive`. A client answers
+        only while it is inside ``receive()``.
+
+        :raises PostHandshakeAuthError: nothing was sent and the stream is usable:
+            not TLS 1.3, the client did not offer post-handshake authentication, the
+            server context was not set up for it, or this is the client side
+        :raises ~ssl.SSLError: the client's answer was rejected (no certificate under
+            ``CERT_REQUIRED``: ``PEER_DID_NOT_RETURN_A_CERTIFICATE``; an untrusted
+            one: :exc:`ssl.SSLCertVerificationError`); the stream is broken
+
+        .. warning:: Cancelled while waiting for the answer, the request stays
+            pending and the stream usable: a certificate that arrives later is
+            processed by :meth:`receive` and shows in the attributes.
+        """
+        await self._driver.request_client_auth()
+        await self._driver.wait_client_auth()
+        return self._ssl_object.getpeercert()
+
+    async def request_client_certificate(self) -> None:
+        """Send a TLS 1.3 CertificateRequest now; do not wait for the answer.
+
+        For servers that go on serving: the answer is processed by later
+        :meth:`receive` calls (check :attr:`client_certificate_pending` and the
+        ``peer_certificate`` attribute), or wait for it with
+        :meth:`verify_client_post_handshake`. Does nothing if a request is pending.
+
+        :raises PostHandshakeAuthError: as :meth:`verify_client_post_handshake`
+
+        .. warning:: Cancelled while the request waits to be sent, it stays queued
+            and leaves with the next operation on the stream.
+        """
+        await self._driver.request_client_auth()
+
+    @property
+    def client_certificate_pending(self) -> bool:
+        """``True`` while a post-handshake certificate request awaits its answer."""
+        return self._driver.engine.client_auth_pending
+
     async def aclose(self) -> None:
         """Close the stream and the transport.
 

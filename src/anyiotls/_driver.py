@@ -526,7 +526,7 @@ class TLSDriver:
             # decrypts anything new: order is kept even with a receiver running.
             data = engine.read(RECEIVE_SIZE)
             if data is NEED_DATA:
-                return NEED_DATA
+                return NEED_DATA if engine.client_auth_pending else True
             if not data:
                 raise PostHandshakeAuthError(
                     "the peer closed the connection before answering the "
