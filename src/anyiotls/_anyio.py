@@ -153,14 +153,17 @@ class TLSStream(ByteStream):
         """
         try:
             await self._driver.handshake()
-        except BrokenResourceError as exc:
+        except BaseException as exc:
+            if not self._driver.handshake_failed:
+                raise  # e.g. a waiting task was cancelled: the handshake goes on
             await aclose_forcefully(self.transport_stream)
             cause = exc.__cause__
-            if isinstance(cause, ssl.SSLError) and not is_ragged_eof(cause):
+            if (
+                isinstance(exc, BrokenResourceError)
+                and isinstance(cause, ssl.SSLError)
+                and not is_ragged_eof(cause)
+            ):
                 raise cause from None
-            raise
-        except BaseException:
-            await aclose_forcefully(self.transport_stream)
             raise
 
     async def receive(self, max_bytes: int = 65536) -> bytes:

@@ -41,6 +41,7 @@ __all__ = ("FaceErrors", "TLSDriver")
 import enum
 import ssl
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from typing import Any, NamedTuple, TypeVar
 
 from anyio import Event, move_on_after
@@ -111,6 +112,7 @@ class TLSDriver:
         errors: FaceErrors,
         ragged_eof_is_error: bool,
         client_auth_configured: bool,
+        hold_server_tickets: bool = False,
     ) -> None:
         self._engine = engine
         self._transport_send = transport_send
@@ -119,6 +121,10 @@ class TLSDriver:
         self._errors = errors
         self._ragged_eof_is_error = ragged_eof_is_error
         self._client_auth_configured = client_auth_configured
+        #: keep a TLS 1.3 server's session tickets out of the handshake (trio's rule,
+        #: see :meth:`handshake`); they leave with the next flush that sends something
+        self._hold_server_tickets = hold_server_tickets
+        self._held = b""
         self._state = _State.OPEN
         self._broken_cause: BaseException | None = None
         self._handshake = _Handshake.NOT_STARTED
@@ -150,6 +156,16 @@ class TLSDriver:
         return self._handshake is _Handshake.DONE
 
     @property
+    def handshake_failed(self) -> bool:
+        """``True`` once a handshake failed or was cancelled (the stream is broken)."""
+        return self._handshake is _Handshake.FAILED
+
+    @property
+    def is_closed(self) -> bool:
+        """``True`` once the stream was closed or unwrapped (not merely broken)."""
+        return self._state is _State.CLOSED
+
+    @property
     def is_usable(self) -> bool:
         """``False`` once the stream is broken or closed."""
         return self._state is _State.OPEN
@@ -162,11 +178,20 @@ class TLSDriver:
         return exc
 
     def _break(self, cause: BaseException) -> Exception:
-        """Mark the stream broken by *cause*; return the exception to raise."""
+        """Mark the stream broken by *cause*; return the exception to raise.
+
+        If this side closed the stream while the operation was in flight, the
+        transport's error is the consequence of that close: the face's
+        ``ClosedResourceError`` (``__cause__``: *cause*) is returned instead.
+        """
         if self._state is _State.OPEN:
             self._state = _State.BROKEN
             self._broken_cause = cause
-        exc = self._errors.broken()
+        exc = (
+            self._errors.closed()
+            if self._state is _State.CLOSED
+            else self._errors.broken()
+        )
         exc.__cause__ = cause
         return exc
 
@@ -185,6 +210,7 @@ class TLSDriver:
         keep_on_failure: bool = False,
         once: bool = False,
         yielded: bool = False,
+        hold_final: bool = False,
     ) -> _T | None:
         """Call *step* until it returns a result; flush after every call.
 
@@ -194,6 +220,8 @@ class TLSDriver:
           cancelled, put it back into the backlog so no byte is lost.
         * ``once``: return after the first call and its flush, even with NEED_DATA.
         * ``yielded``: the caller already yielded to the event loop.
+        * ``hold_final``: if the step finishes under TLS 1.3, keep what its last call
+          wrote (a server's session tickets) for the next flush instead of sending it.
 
         Raises what the step raises (:exc:`ssl.SSLError`), the face's
         ``BrokenResourceError`` when the transport fails, or a cancellation.
@@ -220,6 +248,14 @@ class TLSDriver:
                             holding = True
                         await self._send_alert()
                     raise
+                if (
+                    hold_final
+                    and result is not NEED_DATA
+                    and engine.ssl_object.version() == "TLSv1.3"
+                ):
+                    # Taken out of the BIO without the send lock: no other task can
+                    # run a step before the handshake ends, so nothing is in between.
+                    self._held += engine.data_to_send()
                 if engine.has_data_to_send:
                     try:
                         if not holding:
@@ -253,7 +289,8 @@ class TLSDriver:
 
     async def _flush(self) -> None:
         """Send everything in the outgoing BIO. The caller holds the send lock."""
-        data = self._engine.data_to_send()
+        data = self._held + self._engine.data_to_send()
+        self._held = b""
         try:
             await self._transport_send(data)
         except Exception as exc:
@@ -270,7 +307,9 @@ class TLSDriver:
         """
         with move_on_after(ALERT_SEND_TIMEOUT):
             try:
-                await self._transport_send(self._engine.data_to_send())
+                data = self._held + self._engine.data_to_send()
+                self._held = b""
+                await self._transport_send(data)
             except Exception:
                 pass
 
@@ -328,7 +367,16 @@ class TLSDriver:
         finished = self._handshake_finished = Event()
         try:
             await checkpoint_if_cancelled()
-            await self._retry(self._engine.do_handshake, None)
+            # A TLS 1.3 server writes its session tickets as the handshake's last
+            # step; sending them right away can deadlock over a transport without
+            # buffering while the client only sends (the OpenSSL issues 7948 and
+            # 7967; trio's _ssl.py holds them back the same way).
+            await self._retry(
+                self._engine.do_handshake,
+                None,
+                hold_final=self._hold_server_tickets
+                and self._engine.ssl_object.server_side,
+            )
         except ssl.SSLError as exc:
             self._handshake = _Handshake.FAILED
             raise self._break(exc) from exc
@@ -342,11 +390,17 @@ class TLSDriver:
             finished.set()
 
     async def _ensure_usable(self) -> None:
+        """Raise if the stream is broken or closed; handshake if needed.
+
+        Ends with a cancellation check, so the caller can start changing state.
+        """
         if self._state is not _State.OPEN:
             await checkpoint()
             raise self._state_error()
         if self._handshake is not _Handshake.DONE:
             await self.handshake()
+        else:
+            await checkpoint_if_cancelled()
 
     def _read_step(self, max_bytes: int) -> bytes | None:
         backlog = self._backlog
@@ -418,6 +472,7 @@ class TLSDriver:
                     f"this connection uses {version}"
                 )
             if self._close_notify_sent:
+                await cancel_shielded_checkpoint()
                 return
             self._close_notify_sent = True
             try:
@@ -446,6 +501,47 @@ class TLSDriver:
         self._state = _State.CLOSED
         return self._engine.leftover()
 
+    async def unwrap_exclusive(self) -> bytes:
+        """:meth:`unwrap`, refused while another task sends or receives (trio's rule).
+
+        Raises the face's ``BusyResourceError`` at once in that case.
+        """
+        with self._recv_conflict, self._send_conflict:
+            return await self.unwrap()
+
+    async def send_close_notify(self) -> None:
+        """Send close_notify once, without waiting for the peer's (trio's ``aclose``).
+
+        Only a checkpoint unless the stream is open and handshaken. A peer that went
+        away first is not an error: TLS and transport errors are swallowed, since the
+        caller closes the transport next. Waits for the inner send lock if another
+        task is sending. Cancelled: close_notify may or may not have left.
+        """
+        if self._state is not _State.OPEN or self._handshake is not _Handshake.DONE:
+            await checkpoint()
+            return
+        self._close_notify_sent = True
+        with suppress(ssl.SSLError, self._errors.broken, self._errors.closed):
+            await self._retry(self._engine.unwrap, None, lock_first=True, once=True)
+
+    async def wait_send_ready(self, wait: Callable[[], Awaitable[Any]]) -> None:
+        """Run the transport's *wait* (trio's ``wait_send_all_might_not_block``).
+
+        Conflicts with ``send`` as a second ``send`` would. Holds the inner send lock
+        meanwhile, so no other task's flush uses the transport's send side at the
+        same time (a flush could not finish sooner anyway). Does not handshake.
+        Raises what *wait* raises. Cancelled: nothing happened.
+        """
+        with self._send_conflict:
+            if self._state is not _State.OPEN:
+                await checkpoint()
+                raise self._state_error()
+            await self._send_lock.acquire()
+            try:
+                await wait()
+            finally:
+                self._send_lock.release()
+
     async def close_gracefully(self) -> None:
         """Send close_notify and wait for the peer's; never raise for a bad peer.
 
@@ -472,6 +568,7 @@ class TLSDriver:
         await self._ensure_usable()
         engine = self._engine
         if engine.client_auth_pending:
+            await cancel_shielded_checkpoint()
             return
         sslobj = engine.ssl_object
         if not sslobj.server_side:
@@ -509,10 +606,10 @@ class TLSDriver:
         Application data that arrives meanwhile is kept for ``receive``. Raises the
         ssl error (and breaks the stream) if the client's answer is rejected.
         """
+        await self._ensure_usable()
         if not self._engine.client_auth_pending:
-            await self._ensure_usable()
+            await cancel_shielded_checkpoint()
             return
-        await checkpoint_if_cancelled()
         try:
             await self._retry(self._client_auth_step, None)
         except ssl.SSLError as exc:

@@ -1,0 +1,65 @@
+"""The public surface: exports, and the drop-in promise for anyio.streams.tls."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import anyio.streams.tls
+import pytest
+
+import anyiotls
+
+
+def test_all_is_a_tuple_of_existing_names() -> None:
+    assert isinstance(anyiotls.__all__, tuple)
+    for name in anyiotls.__all__:
+        assert hasattr(anyiotls, name), name
+
+
+def test_tls_attribute_is_anyios_own() -> None:
+    assert anyiotls.TLSAttribute is anyio.streams.tls.TLSAttribute
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "TLSStream.wrap",
+        "TLSStream.receive",
+        "TLSStream.send",
+        "TLSStream.send_eof",
+        "TLSStream.unwrap",
+        "TLSStream.aclose",
+        "TLSListener.__init__",
+        "TLSListener.serve",
+        "TLSListener.handle_handshake_error",
+        "TLSConnectable.__init__",
+    ],
+)
+def test_signatures_match_anyio(path: str) -> None:
+    if not hasattr(anyio.streams.tls, path.split(".")[0]):
+        pytest.skip(f"this anyio has no {path.split('.')[0]}")
+    def resolve(module: object) -> inspect.Signature:
+        obj = module
+        for part in path.split("."):
+            obj = getattr(obj, part)
+        return inspect.signature(obj)  # type: ignore[arg-type]
+
+    ours = resolve(anyiotls)
+    theirs = resolve(anyio.streams.tls)
+    assert list(ours.parameters) == list(theirs.parameters)
+    for name, param in theirs.parameters.items():
+        assert ours.parameters[name].default == param.default, name
+        assert ours.parameters[name].kind == param.kind, name
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    for module_name in ["anyiotls"]:
+        module = importlib.import_module(module_name)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            assert inspect.getdoc(obj), name
+            for attr, value in vars(obj).items() if inspect.isclass(obj) else []:
+                if attr.startswith("_") or not callable(value):
+                    continue
+                assert inspect.getdoc(value), f"{name}.{attr}"
