@@ -88,12 +88,19 @@ async def test_handle_handshake_error_can_be_overridden(
     assert len(seen) == 1 and isinstance(seen[0], ssl.SSLError)
 
 
+class _TCPConnectable:
+    """The smallest connectable (anyio < 4.10 has none of its own)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    async def connect(self) -> anyio.abc.SocketStream:
+        return await anyio.connect_tcp("127.0.0.1", self.port)
+
+
 async def test_tls_connectable_connects_and_handshakes(
     client_context: ssl.SSLContext, server_context: ssl.SSLContext
 ) -> None:
-    tcp_connectable = getattr(anyio, "TCPConnectable", None)
-    if tcp_connectable is None:
-        pytest.skip("this anyio has no connectables (added in anyio 4.10)")
     inner = await anyio.create_tcp_listener(local_host="127.0.0.1")
     listener = TLSListener(inner, server_context)
     port = listener.extra(SocketAttribute.local_port)
@@ -106,9 +113,7 @@ async def test_tls_connectable_connects_and_handshakes(
         async with listener, anyio.create_task_group() as tg:
             tg.start_soon(listener.serve, handler)
             connectable = TLSConnectable(
-                tcp_connectable("127.0.0.1", port),
-                hostname="localhost",
-                ssl_context=client_context,
+                _TCPConnectable(port), hostname="localhost", ssl_context=client_context
             )
             stream = await connectable.connect()
             assert isinstance(stream, TLSStream)
@@ -116,3 +121,8 @@ async def test_tls_connectable_connects_and_handshakes(
             assert await stream.receive() == b"round trip"
             await stream.aclose()
             tg.cancel_scope.cancel()
+
+
+def test_tls_connectable_is_an_anyio_connectable_where_anyio_has_them() -> None:
+    base = getattr(anyio.abc, "ByteStreamConnectable", object)
+    assert issubclass(TLSConnectable, base)

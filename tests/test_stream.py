@@ -191,13 +191,10 @@ async def test_every_public_method_is_a_cancellation_point(
         assert await server.receive() == b"after"
 
 
+@pytest.mark.parametrize("anyio_backend", ["trio"])  # assert_checkpoints is trio's
 async def test_every_public_method_is_a_trio_checkpoint(
-    anyio_backend_name: str,
-    client_context: ssl.SSLContext,
-    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
 ) -> None:
-    if anyio_backend_name != "trio":
-        pytest.skip("trio.testing.assert_checkpoints needs the trio backend")
     from trio.testing import assert_checkpoints
 
     async with tls_pair(client_context, server_context) as (client, server):
