@@ -289,8 +289,10 @@ class TLSDriver:
 
     async def _flush(self) -> None:
         """Send everything in the outgoing BIO. The caller holds the send lock."""
-        data = self._held + self._engine.data_to_send()
-        self._held = b""
+        data = self._engine.data_to_send()
+        if self._held:  # rare: a TLS 1.3 server's tickets held back (see handshake)
+            data = self._held + data
+            self._held = b""
         try:
             await self._transport_send(data)
         except Exception as exc:

@@ -219,7 +219,9 @@ class TLSEngine:
             while size < max_bytes:
                 try:
                     more = sslobj.read(max_bytes - size)
-                except ssl.SSLWantReadError:
+                except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                    # SSLZeroReturnError: the peer's close_notify after our own
+                    # (half-close); the next read() returns b"" for it.
                     break
                 except ssl.SSLError as exc:
                     # Deliver what we have; the next step raises the error again.
@@ -243,6 +245,10 @@ class TLSEngine:
         except ssl.SSLWantReadError:
             return NEED_DATA
         except ssl.SSLError as exc:
+            if exc.reason == "PROTOCOL_IS_SHUTDOWN":
+                # Writing after our own close_notify is the caller's mistake, not a
+                # fatal TLS error: read() still works (half-close).
+                raise
             raise self.fail(exc) from None
 
     def unwrap(self, keep: bytearray | None = None) -> bool | None:
