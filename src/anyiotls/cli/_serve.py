@@ -1,0 +1,333 @@
+"""``anyiotls serve``: a small TLS server for testing clients.
+
+For each connection it prints one line with the negotiated parameters (and the
+client certificate, if any), then echoes (``--echo``) or answers one HTTP request
+with a page describing the connection (``--http``). Without ``--cert`` it makes an
+ephemeral CA, writes the CA certificate (and a client certificate for testing client
+authentication) to a temporary directory, and deletes them when it stops.
+Ctrl-C and SIGTERM stop it cleanly (exit status 0).
+"""
+
+from __future__ import annotations
+
+__all__ = ("build_context", "run_serve")
+
+import argparse
+import ipaddress
+import itertools
+import shutil
+import signal
+import ssl
+import tempfile
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import SocketAttribute, SocketStream
+from anyio.streams.tls import TLSAttribute
+
+from .. import PostHandshakeAuthError, TLSStream
+from ._args import parse_alpn
+from ._exit import CLIError, ExitCode, leaves
+from ._pki import (
+    EphemeralCA,
+    load_ca_file,
+    load_chain_into,
+    load_credentials_into,
+    short_subject,
+)
+from ._signals import watch_signals
+from ._text import printable
+
+#: Seconds a client may take to complete the handshake.
+HANDSHAKE_TIMEOUT = 10.0
+#: Seconds closing a connection may wait for the client's close_notify.
+CLOSE_TIMEOUT = 2.0
+#: Seconds ``--http`` waits for a post-handshake certificate before answering.
+CLIENT_AUTH_TIMEOUT = 5.0
+#: Largest HTTP request head ``--http`` reads.
+MAX_REQUEST_HEAD = 65536
+
+
+def _say(text: str) -> None:
+    print(printable(text), flush=True)
+
+
+def _format_address(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)
+
+
+class _Ephemeral:
+    """An ephemeral CA, its server certificate, and the files clients need."""
+
+    def __init__(self, host: str) -> None:
+        names = ["localhost", "127.0.0.1", "::1"]
+        if host not in names and not _is_wildcard(host):
+            names.append(host)
+        self.names = names
+        self.ca = EphemeralCA("anyiotls serve ephemeral CA")
+        self.server = self.ca.issue(names[0], hosts=tuple(names))
+        client = self.ca.issue("anyiotls test client", client=True)
+        self.directory = Path(tempfile.mkdtemp(prefix="anyiotls-serve-"))
+        self.ca_file = self.directory / "ca.pem"
+        self.ca_file.write_bytes(self.ca.cert_pem)
+        self.client_file = self.directory / "client.pem"
+        self.client_file.write_bytes(client.key_pem + client.cert_pem)
+        self.client_file.chmod(0o600)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def build_context(
+    args: argparse.Namespace, ephemeral: _Ephemeral | None
+) -> ssl.SSLContext:
+    """The server context the options describe (files are checked here)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    if ephemeral is not None:
+        load_credentials_into(context, ephemeral.server)
+    else:
+        load_chain_into(context, args.cert, args.key, option="--cert")
+    if args.request_client_cert:
+        if ephemeral is not None:
+            context.load_verify_locations(cadata=ephemeral.ca.cert_pem.decode("ascii"))
+        if args.cafile:
+            load_ca_file(context, args.cafile)
+        context.verify_mode = ssl.CERT_OPTIONAL
+        if args.request_client_cert == "post-handshake":
+            context.post_handshake_auth = True
+    alpn = parse_alpn(args.alpn) if args.alpn else None
+    if alpn is None and args.mode == "http":
+        alpn = ["http/1.1"]
+    if alpn:
+        context.set_alpn_protocols(alpn)
+    return context
+
+
+class _Server:
+    """Accepts connections; one task per connection, one line per event."""
+
+    def __init__(self, args: argparse.Namespace, context: ssl.SSLContext) -> None:
+        self.args = args
+        self.context = context
+        self._numbers = itertools.count(1)
+        self._server_names: dict[int, str] = {}
+        context.sni_callback = self._remember_server_name
+
+    def _remember_server_name(
+        self, ssl_object: Any, server_name: str | None, _context: ssl.SSLContext
+    ) -> None:
+        if server_name:
+            self._server_names[id(ssl_object)] = server_name
+
+    async def handle(self, raw: SocketStream) -> None:
+        """Serve one connection; never raises for what a client does."""
+        client = _format_address(raw.extra(SocketAttribute.remote_address))
+        tag = f"[{next(self._numbers)}] {client}"
+        stream = TLSStream(raw, server_side=True, ssl_context=self.context)
+        ssl_object = stream.extra(TLSAttribute.ssl_object)
+        try:
+            with anyio.fail_after(HANDSHAKE_TIMEOUT):
+                await stream.do_handshake()
+        except TimeoutError:
+            _say(f"{tag} handshake did not finish within {HANDSHAKE_TIMEOUT:g} s")
+            return
+        except Exception as exc:
+            _say(f"{tag} handshake failed: {_reason(exc)}")
+            return
+        finally:
+            server_name = self._server_names.pop(id(ssl_object), None)
+        _say(f"{tag} {self._describe(stream, server_name)}")
+        try:
+            if self.args.mode == "http":
+                await self._http(stream, tag, server_name)
+            else:
+                await self._echo(stream, tag)
+        except Exception as exc:  # whatever one client does, the server goes on
+            _say(f"{tag} connection broke: {_reason(leaves(exc)[0])}")
+        finally:
+            with anyio.move_on_after(CLOSE_TIMEOUT):
+                await stream.aclose()
+
+    def _describe(self, stream: TLSStream, server_name: str | None) -> str:
+        name = stream.extra(TLSAttribute.cipher)[0]
+        parts = [
+            stream.extra(TLSAttribute.tls_version),
+            name,
+            f"ALPN={stream.extra(TLSAttribute.alpn_protocol) or '-'}",
+            f"SNI={server_name or '-'}",
+        ]
+        if self.args.request_client_cert == "handshake":
+            subject = short_subject(stream.extra(TLSAttribute.peer_certificate_binary))
+            parts.append(f"client certificate: {subject}")
+        return "  ".join(str(part) for part in parts)
+
+    async def _client_auth(self, stream: TLSStream, tag: str) -> str:
+        """Ask for a certificate after the handshake; the line to print."""
+        try:
+            await stream.verify_client_post_handshake()
+        except PostHandshakeAuthError as exc:
+            return f"{tag} post-handshake authentication impossible: {exc}"
+        except ssl.SSLError as exc:
+            return f"{tag} client certificate rejected: {_reason(exc)}"
+        subject = short_subject(stream.extra(TLSAttribute.peer_certificate_binary))
+        return f"{tag} client certificate (post-handshake): {subject}"
+
+    async def _echo(self, stream: TLSStream, tag: str) -> None:
+        total = 0
+        async with anyio.create_task_group() as tg:
+            if self.args.request_client_cert == "post-handshake":
+
+                async def client_auth() -> None:
+                    _say(await self._client_auth(stream, tag))
+
+                tg.start_soon(client_auth)
+            try:
+                while True:
+                    data = await stream.receive()
+                    await stream.send(data)
+                    total += len(data)
+            except anyio.EndOfStream:
+                pass
+            tg.cancel_scope.cancel()
+        _say(f"{tag} closed by the client after {total} bytes echoed")
+
+    async def _http(self, stream: TLSStream, tag: str, server_name: str | None) -> None:
+        head = bytearray()
+        try:
+            while b"\r\n\r\n" not in head and b"\n\n" not in head:
+                if len(head) > MAX_REQUEST_HEAD:
+                    await stream.send(
+                        b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                        b"Connection: close\r\nContent-Length: 0\r\n\r\n"
+                    )
+                    return
+                head += await stream.receive()
+        except anyio.EndOfStream:
+            _say(f"{tag} closed by the client before a whole request")
+            return
+        request_line = bytes(head).split(b"\n", 1)[0].strip().decode("latin-1")
+        auth_line = ""
+        if self.args.request_client_cert == "post-handshake":
+            auth_line = (
+                f"{tag} post-handshake certificate: no answer within "
+                f"{CLIENT_AUTH_TIMEOUT:g} s"
+            )
+            with anyio.move_on_after(CLIENT_AUTH_TIMEOUT):
+                auth_line = await self._client_auth(stream, tag)
+            _say(auth_line)
+        name, _, bits = stream.extra(TLSAttribute.cipher)
+        subject = short_subject(stream.extra(TLSAttribute.peer_certificate_binary))
+        alpn = stream.extra(TLSAttribute.alpn_protocol) or "-"
+        client = _format_address(stream.extra(SocketAttribute.remote_address))
+        page = "\n".join(
+            [
+                "anyiotls serve: your TLS connection",
+                "",
+                f"protocol            {stream.extra(TLSAttribute.tls_version)}",
+                f"cipher              {name} ({bits}-bit key)",
+                f"ALPN                {alpn}",
+                f"SNI                 {server_name or '-'}",
+                f"client certificate  {subject}",
+                f"your address        {client}",
+                f"your request        {request_line}",
+                "",
+            ]
+        ).encode()
+        await stream.send(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            + f"Content-Length: {len(page)}\r\n".encode()
+            + b"Connection: close\r\n\r\n"
+            + page
+        )
+        _say(f"{tag} answered {request_line!r}")
+
+
+def _reason(exc: BaseException) -> str:
+    cause = exc.__cause__ if isinstance(exc, anyio.BrokenResourceError) else exc
+    if cause is None:
+        return "the connection ended"
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return str(cause.verify_message or cause.reason or cause)
+    if isinstance(cause, ssl.SSLError) and cause.reason:
+        if "UNEXPECTED_EOF" in str(cause) or isinstance(cause, ssl.SSLEOFError):
+            return "the client closed the connection without close_notify"
+        return str(cause.reason)
+    return str(cause) or type(cause).__name__
+
+
+async def _serve(args: argparse.Namespace, context: ssl.SSLContext) -> None:
+    server = _Server(args, context)
+    async with anyio.create_task_group() as tg:
+
+        def stop(signum: signal.Signals) -> None:
+            _say(f"stopping ({signum.name})")
+            tg.cancel_scope.cancel()
+
+        await tg.start(watch_signals, (signal.SIGINT, signal.SIGTERM), stop)
+        try:
+            listener = await anyio.create_tcp_listener(
+                local_host=args.host, local_port=args.port
+            )
+        except OSError as exc:
+            raise CLIError(
+                ExitCode.CONNECT,
+                f"cannot listen on {_format_address((args.host, args.port))}: "
+                f"{exc.strerror or exc}",
+            ) from None
+        addresses = ", ".join(
+            _format_address(inner.extra(SocketAttribute.local_address))
+            for inner in listener.listeners
+        )
+        _say(f"listening on {addresses} ({args.mode}); Ctrl-C stops")
+        async with listener:
+            await listener.serve(server.handle, tg)
+    _say("stopped")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Run ``anyiotls serve`` until Ctrl-C or SIGTERM; 0 after a clean stop."""
+    if args.key and not args.cert:
+        raise CLIError(ExitCode.USAGE, "--key needs --cert")
+    if args.cafile and not args.request_client_cert:
+        raise CLIError(
+            ExitCode.USAGE,
+            "--cafile is for client certificates: add --request-client-cert",
+        )
+    if args.request_client_cert and args.cert and not args.cafile:
+        raise CLIError(
+            ExitCode.USAGE,
+            "--request-client-cert with --cert needs --cafile (the CA that issues "
+            "the client certificates)",
+        )
+    if args.alpn:
+        parse_alpn(args.alpn)
+    ephemeral = None if args.cert else _Ephemeral(args.host)
+    try:
+        context = build_context(args, ephemeral)
+        if ephemeral is not None:
+            _say("ephemeral certificates (deleted when the server stops):")
+            _say(f"  CA certificate   {ephemeral.ca_file}  (clients: --cafile this)")
+            _say(f"  client cert+key  {ephemeral.client_file}")
+            _say(f"  server names     {', '.join(ephemeral.names)}")
+        try:
+            anyio.run(partial(_serve, args, context), backend=args.backend)
+        except KeyboardInterrupt:  # where signals cannot be received (Windows)
+            _say("stopped")
+    finally:
+        if ephemeral is not None:
+            ephemeral.remove()
+    return ExitCode.OK
