@@ -14,7 +14,6 @@ from anyio.streams.stapled import StapledObjectStream
 
 from anyiotls import TLSStream
 
-
 _open_memory_streams: list[Any] = []
 
 
@@ -30,7 +29,9 @@ def memory_transports(
     a_send, b_receive = anyio.create_memory_object_stream[bytes](max_buffer)
     b_send, a_receive = anyio.create_memory_object_stream[bytes](reverse_buffer)
     _open_memory_streams.extend([a_send, b_receive, b_send, a_receive])
-    return StapledObjectStream(a_send, a_receive), StapledObjectStream(b_send, b_receive)
+    return StapledObjectStream(a_send, a_receive), StapledObjectStream(
+        b_send, b_receive
+    )
 
 
 def close_memory_transports() -> None:
@@ -105,7 +106,10 @@ async def tls_pair(
     if transport == "memory":
         ct, st = memory_transports()
         client, server = await handshake_pair(
-            ct, st, client_context, server_context,
+            ct,
+            st,
+            client_context,
+            server_context,
             standard_compatible=standard_compatible,
         )
         try:
@@ -116,7 +120,10 @@ async def tls_pair(
     else:
         async with tcp_transports() as (ct, st):
             yield await handshake_pair(
-                ct, st, client_context, server_context,
+                ct,
+                st,
+                client_context,
+                server_context,
                 standard_compatible=standard_compatible,
             )
 

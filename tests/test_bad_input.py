@@ -47,7 +47,7 @@ async def test_http_request_instead_of_client_hello_is_an_ssl_error(
     ct, st = memory_transports()
     await ct.send(b"GET / HTTP/1.1\r\nHost: example.org\r\n\r\n")
     with anyio.fail_after(10):
-        with pytest.raises(ssl.SSLError, match="WRONG_VERSION_NUMBER|HTTP_REQUEST"):
+        with pytest.raises(ssl.SSLError, match=r"WRONG_VERSION_NUMBER|HTTP_REQUEST"):
             await TLSStream.wrap(st, server_side=True, ssl_context=server_context)
 
 
@@ -79,7 +79,9 @@ async def test_wrong_hostname_keeps_the_verification_error_type(
 
             async def server_side() -> None:
                 with pytest.raises((ssl.SSLError, anyio.BrokenResourceError)):
-                    await TLSStream.wrap(st, server_side=True, ssl_context=server_context)
+                    await TLSStream.wrap(
+                        st, server_side=True, ssl_context=server_context
+                    )
 
             tg.start_soon(server_side)
             with pytest.raises(ssl.SSLCertVerificationError):

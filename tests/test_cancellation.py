@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from anyiotls import TLSStream
@@ -54,7 +55,7 @@ async def test_send_cancelled_inside_transport_send_breaks_the_stream(
     client_context: ssl.SSLContext, server_context: ssl.SSLContext
 ) -> None:
     ct, st = memory_transports(max_buffer=0)  # the send blocks: nobody reads
-    client, server = await handshake_pair(ct, st, client_context, server_context)
+    client, _server = await handshake_pair(ct, st, client_context, server_context)
     with anyio.fail_after(10):
         with anyio.move_on_after(0.05) as scope:
             await client.send(b"stuck")
@@ -108,7 +109,7 @@ async def test_unwrap_cancelled_waiting_for_close_notify_can_be_called_again(
 async def test_aclose_cancelled_closes_the_transport_forcefully(
     client_context: ssl.SSLContext, server_context: ssl.SSLContext
 ) -> None:
-    async with tls_pair(client_context, server_context) as (client, server):
+    async with tls_pair(client_context, server_context) as (client, _server):
         with anyio.fail_after(10):
             with anyio.move_on_after(0.05) as scope:
                 await client.aclose()  # the server never answers close_notify
@@ -136,7 +137,7 @@ async def test_receive_cancelled_mid_stream_keeps_order_across_many_cancels(
                 async def sender() -> None:
                     for offset in range(0, len(payload), 997):
                         await client.send(payload[offset : offset + 997])
-                        await anyio.sleep(0)
+                        await anyio.lowlevel.checkpoint()
 
                 tg.start_soon(sender)
                 while len(received) < len(payload):

@@ -117,7 +117,9 @@ async def test_ragged_eof(
         await server.transport_stream.aclose()  # no close_notify
         with anyio.fail_after(10):
             assert await client.receive() == b"last words"
-            expected = anyio.BrokenResourceError if standard_compatible else anyio.EndOfStream
+            expected = (
+                anyio.BrokenResourceError if standard_compatible else anyio.EndOfStream
+            )
             with pytest.raises(expected) as info:
                 await client.receive()
             if standard_compatible:
@@ -226,7 +228,7 @@ async def test_send_eof_under_tls12_raises_not_implemented(
     client_context_tls12: ssl.SSLContext, server_context: ssl.SSLContext
 ) -> None:
     async with tls_pair(client_context_tls12, server_context) as (client, server):
-        with pytest.raises(NotImplementedError, match="TLS 1.3"):
+        with pytest.raises(NotImplementedError, match=r"TLS 1\.3"):
             await client.send_eof()
         await client.send(b"still usable")
         assert await server.receive() == b"still usable"

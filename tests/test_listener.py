@@ -85,7 +85,8 @@ async def test_handle_handshake_error_can_be_overridden(
                 await bad.receive()
             await bad.aclose()
             tg.cancel_scope.cancel()
-    assert len(seen) == 1 and isinstance(seen[0], ssl.SSLError)
+    assert len(seen) == 1
+    assert isinstance(seen[0], ssl.SSLError)
 
 
 class _TCPConnectable:

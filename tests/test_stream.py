@@ -1,4 +1,4 @@
-"""TLSStream basics: handshake, data, attributes, defaults, checkpoints, TLS over TLS."""
+"""TLSStream basics: handshake, data, attributes, defaults, checkpoints, nesting."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from anyio.abc import SocketAttribute
 
 from anyiotls import TLSAttribute, TLSStream
 
-from .pairs import memory_transports, receive_exactly, tcp_transports, tls_pair
+from .pairs import memory_transports, receive_exactly, tls_pair
 
 pytestmark = pytest.mark.anyio
 
@@ -58,7 +58,8 @@ async def test_attributes_are_anyios_own_and_transport_attributes_pass_through(
         assert client.extra(TLSAttribute.standard_compatible) is True
         assert isinstance(client.extra(TLSAttribute.ssl_object), ssl.SSLObject)
         cert = client.extra(TLSAttribute.peer_certificate)
-        assert cert is not None and "subjectAltName" in cert
+        assert cert is not None
+        assert "subjectAltName" in cert
         assert isinstance(client.extra(TLSAttribute.peer_certificate_binary), bytes)
         assert server.extra(TLSAttribute.peer_certificate) is None
         assert isinstance(client.extra(TLSAttribute.channel_binding_tls_unique), bytes)
@@ -143,7 +144,9 @@ async def test_tls_over_tls(
                 )
             inner_server_stream = result["s"]
             await inner_client.send(b"inside" * 10000)
-            assert await receive_exactly(inner_server_stream, 60000) == b"inside" * 10000
+            assert (
+                await receive_exactly(inner_server_stream, 60000) == b"inside" * 10000
+            )
             async with anyio.create_task_group() as tg:
                 tg.start_soon(inner_server_stream.aclose)
                 await inner_client.aclose()

@@ -71,14 +71,15 @@ class TLSStream(ByteStream):
         ssl_context: ssl.SSLContext | None = None,
         standard_compatible: bool = True,
     ) -> None:
-        """Prepare TLS over *transport_stream* without handshaking (see :meth:`wrap`)."""
+        """Prepare TLS over *transport_stream*; no handshake yet (see :meth:`wrap`)."""
         if server_side is None:
             server_side = not hostname
         if ssl_context is None:
             ssl_context = default_context(server_side=server_side)
         elif not isinstance(ssl_context, ssl.SSLContext):
             raise TypeError(
-                f"ssl_context must be an ssl.SSLContext, not {type(ssl_context).__name__}"
+                "ssl_context must be an ssl.SSLContext, not "
+                f"{type(ssl_context).__name__}"
             )
         self.transport_stream = transport_stream
         self.standard_compatible = standard_compatible
@@ -224,7 +225,7 @@ class TLSStream(ByteStream):
         await self._driver.send_eof()
 
     async def unwrap(self) -> tuple[AnyByteStream, bytes]:
-        """Do the TLS closing handshake and hand back the transport (STARTTLS downgrade).
+        """Do the TLS closing handshake and hand back the transport (a downgrade).
 
         :return: ``(transport_stream, leftover)``: *leftover* is the plaintext the
             peer sent after its close_notify, which arrived with it
@@ -249,20 +250,42 @@ class TLSStream(ByteStream):
         under ``CERT_OPTIONAL`` when the client sent none. If a request is already
         pending (see :meth:`request_client_certificate`), waits for that one.
 
-        Another task may go on receiving meanwhile; application data that arrives
-        before the answer is kept, in order, for :meth:`receive`. A client answers
-        only while it is inside ``receive()``.
+        Another task may go on receiving or sending meanwhile; application data
+        that arrives before the answer is kept, in order, for :meth:`receive`. A
+        client answers only while it is inside ``receive()``: against a client that
+        only sends, this waits (and buffers what it sends) until the caller's cancel
+        scope ends it.
 
-        :raises PostHandshakeAuthError: nothing was sent and the stream is usable:
+        Both contexts are read when the streams are created: the server's needs
+        ``post_handshake_auth = True``, ``verify_mode`` ``CERT_REQUIRED`` or
+        ``CERT_OPTIONAL``, trusted CAs for client certificates and, for
+        ``CERT_OPTIONAL`` or a second request, ``num_tickets > 0`` (the default);
+        the client's needs ``post_handshake_auth = True`` and its certificate.
+
+        :raises PostHandshakeAuthError: before anything was sent, the stream usable:
             not TLS 1.3, the client did not offer post-handshake authentication, the
-            server context was not set up for it, or this is the client side
+            server context was not set up for it (see above), or this is the client
+            side. Or the client closed the connection (close_notify) instead of
+            answering: data it sent before is still returned by :meth:`receive`, but
+            :meth:`unwrap` refuses from then on (the bytes after its close_notify may
+            hold a late answer)
         :raises ~ssl.SSLError: the client's answer was rejected (no certificate under
             ``CERT_REQUIRED``: ``PEER_DID_NOT_RETURN_A_CERTIFICATE``; an untrusted
-            one: :exc:`ssl.SSLCertVerificationError`); the stream is broken
+            one: :exc:`ssl.SSLCertVerificationError`), also when another task's
+            :meth:`receive` processed it; the stream is broken, later calls raise
+            :exc:`~anyio.BrokenResourceError`
+        :raises ~anyio.BrokenResourceError: the transport failed, or ended without
+            close_notify (when ``standard_compatible``)
+        :raises ~anyio.ClosedResourceError: the stream was closed, or
+            :meth:`send_eof` was called
 
-        .. warning:: Cancelled while waiting for the answer, the request stays
-            pending and the stream usable: a certificate that arrives later is
-            processed by :meth:`receive` and shows in the attributes.
+        .. warning:: Cancelled while waiting for another task's send to finish,
+            nothing was sent and no request is pending. Cancelled while the request
+            is being handed to the transport, the stream is broken (as for
+            :meth:`send`). Cancelled while waiting for the answer, the request stays
+            pending and the stream usable: the answer is processed by a later
+            :meth:`receive` (or :meth:`verify_client_post_handshake`) and then shows
+            in the attributes.
         """
         await self._driver.request_client_auth()
         await self._driver.wait_client_auth()
@@ -275,17 +298,24 @@ class TLSStream(ByteStream):
         :meth:`receive` calls (check :attr:`client_certificate_pending` and the
         ``peer_certificate`` attribute), or wait for it with
         :meth:`verify_client_post_handshake`. Does nothing if a request is pending.
+        An answer that is rejected makes that :meth:`receive` raise
+        :exc:`~anyio.BrokenResourceError` (``__cause__``: the ssl error).
 
-        :raises PostHandshakeAuthError: as :meth:`verify_client_post_handshake`
+        :raises PostHandshakeAuthError: as :meth:`verify_client_post_handshake`,
+            before anything was sent
 
-        .. warning:: Cancelled while the request waits to be sent, it stays queued
-            and leaves with the next operation on the stream.
+        .. warning:: Cancelled while waiting for another task's send to finish,
+            nothing was sent and no request is pending; cancelled while the request
+            is being handed to the transport, the stream is broken.
         """
         await self._driver.request_client_auth()
 
     @property
     def client_certificate_pending(self) -> bool:
-        """``True`` while a post-handshake certificate request awaits its answer."""
+        """``True`` while a post-handshake certificate request awaits its answer.
+
+        Stays ``True`` if the client closed the connection without answering.
+        """
         return self._driver.engine.client_auth_pending
 
     async def aclose(self) -> None:

@@ -39,6 +39,7 @@ from __future__ import annotations
 __all__ = ("FaceErrors", "TLSDriver")
 
 import enum
+import functools
 import ssl
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
@@ -75,6 +76,20 @@ def _describe(exc: BaseException) -> BaseException:
     return RuntimeError(
         f"the stream was broken by {type(exc).__name__} in the middle of an operation "
         "that could not be undone (a transport send, a handshake or a renegotiation)"
+    )
+
+
+@functools.cache
+def _busy_factory(
+    busy: Callable[[str], Exception], message: str
+) -> Callable[[], Exception]:
+    """One shared factory per face and message (not two closures per stream)."""
+    return lambda: busy(message)
+
+
+def _closed_without_answer() -> PostHandshakeAuthError:
+    return PostHandshakeAuthError(
+        "the client closed the connection without answering the certificate request"
     )
 
 
@@ -137,10 +152,12 @@ class TLSDriver:
         #: plaintext decrypted but not yet returned by ``receive`` (kept in order)
         self._backlog = bytearray()
         self._send_conflict = ConflictDetector(
-            lambda: errors.busy("another task is already sending on this stream")
+            _busy_factory(errors.busy, "another task is already sending on this stream")
         )
         self._recv_conflict = ConflictDetector(
-            lambda: errors.busy("another task is already receiving on this stream")
+            _busy_factory(
+                errors.busy, "another task is already receiving on this stream"
+            )
         )
 
     # -- state -----------------------------------------------------------------------
@@ -264,8 +281,8 @@ class TLSDriver:
                         await self._flush()
                         yielded = True
                     except BaseException:
-                        if keep_on_failure and result:
-                            self._backlog[0:0] = result  # type: ignore[index]
+                        if keep_on_failure and isinstance(result, bytes) and result:
+                            self._backlog[0:0] = result
                         raise
                 if result is not NEED_DATA or once:
                     break
@@ -390,6 +407,7 @@ class TLSDriver:
             self._handshake = _Handshake.DONE
         finally:
             finished.set()
+            self._handshake_finished = None  # waiters hold it; ~1 KiB per stream
 
     async def _ensure_usable(self) -> None:
         """Raise if the stream is broken or closed; handshake if needed.
@@ -494,7 +512,10 @@ class TLSDriver:
         """
         await self._ensure_usable()
         if self._engine.client_auth_pending:
-            await self.wait_client_auth()
+            try:
+                await self.wait_client_auth()
+            except ssl.SSLError as exc:
+                raise self._break(exc) from exc
         self._close_notify_sent = True
         try:
             await self._retry(self._engine.unwrap, None)
@@ -554,10 +575,8 @@ class TLSDriver:
         try:
             if self._state is _State.OPEN and self._handshake is _Handshake.DONE:
                 self._close_notify_sent = True
-                try:
+                with suppress(ssl.SSLError, self._errors.broken, self._errors.closed):
                     await self._retry(self._engine.unwrap, None)
-                except (ssl.SSLError, self._errors.broken, self._errors.closed):
-                    pass
             else:
                 await checkpoint()
         finally:
@@ -566,7 +585,14 @@ class TLSDriver:
     # -- post-handshake client authentication ---------------------------------------
 
     async def request_client_auth(self) -> None:
-        """Send a TLS 1.3 CertificateRequest now; do not wait for the answer."""
+        """Send a TLS 1.3 CertificateRequest now; do not wait for the answer.
+
+        Does nothing if a request is pending. Raises :exc:`PostHandshakeAuthError`
+        before anything is sent if no request can be made, or if the end of the
+        exchange could not be seen (``num_tickets = 0``; see
+        ``TLSEngine.client_auth_end_visible``). Cancelled while waiting for the send
+        lock: nothing was queued. Cancelled in ``transport.send``: broken.
+        """
         await self._ensure_usable()
         engine = self._engine
         if engine.client_auth_pending:
@@ -574,7 +600,9 @@ class TLSDriver:
             return
         sslobj = engine.ssl_object
         if not sslobj.server_side:
-            raise PostHandshakeAuthError("only a server can request a client certificate")
+            raise PostHandshakeAuthError(
+                "only a server can request a client certificate"
+            )
         version = sslobj.version()
         if version != "TLSv1.3":
             raise PostHandshakeAuthError(
@@ -586,6 +614,27 @@ class TLSDriver:
                 "the server's SSLContext needs post_handshake_auth = True and "
                 "verify_mode CERT_OPTIONAL or CERT_REQUIRED when the stream is created"
             )
+        if not engine.client_auth_end_visible:
+            raise PostHandshakeAuthError(
+                "the server's SSLContext had num_tickets = 0 when the stream was "
+                "created, so the end of this exchange could not be seen (the answer "
+                "may leave the peer certificate as it is: CERT_OPTIONAL, or a "
+                "certificate is already known); set num_tickets > 0"
+            )
+        if self._close_notify_sent:
+            raise self._errors.closed()
+        try:
+            await self._retry(self._request_step, None, lock_first=True, once=True)
+        except ssl.SSLError as exc:
+            raise self._break(exc) from exc
+
+    def _request_step(self, _: None) -> bool | None:
+        # Queue the request only once the send lock is ours: a cancellation while
+        # waiting for the lock leaves nothing behind, and the request leaves with
+        # this very flush (until it is written, getpeercert() raises ValueError).
+        engine = self._engine
+        if engine.client_auth_pending:  # another task asked while we waited
+            return True
         if self._close_notify_sent:
             raise self._errors.closed()
         try:
@@ -597,16 +646,19 @@ class TLSDriver:
                     "SSLContext needs post_handshake_auth = True)"
                 ) from exc
             raise PostHandshakeAuthError(f"OpenSSL refused the request: {exc}") from exc
-        try:
-            await self._retry(engine.do_handshake, None, lock_first=True, once=True)
-        except ssl.SSLError as exc:
-            raise self._break(exc) from exc
+        return engine.do_handshake()
 
     async def wait_client_auth(self) -> None:
         """Wait until the client's answer to a pending request has been processed.
 
         Application data that arrives meanwhile is kept for ``receive``. Raises the
-        ssl error (and breaks the stream) if the client's answer is rejected.
+        ssl error (and breaks the stream) if the client's answer is rejected, also
+        when another task's ``receive`` processed it; the face's
+        ``BrokenResourceError`` if the transport fails or ends without close_notify
+        (when that is an error); :exc:`PostHandshakeAuthError` if the client closed
+        the connection instead (the request then stays pending for good, so
+        ``unwrap`` refuses too). Cancelled: the request stays pending, nothing is
+        lost.
         """
         await self._ensure_usable()
         if not self._engine.client_auth_pending:
@@ -615,11 +667,19 @@ class TLSDriver:
         try:
             await self._retry(self._client_auth_step, None)
         except ssl.SSLError as exc:
+            if is_ragged_eof(exc):
+                if not self._ragged_eof_is_error:  # a close, as receive() sees it
+                    raise _closed_without_answer() from exc
+                raise self._break(exc) from exc
             self._break(exc)
             raise
 
     def _client_auth_step(self, _: None) -> bool | None:
         engine = self._engine
+        if engine.error is not None:  # e.g. another task's receive saw the answer fail
+            raise engine.error
+        if self._state is not _State.OPEN:
+            raise self._state_error()
         while engine.client_auth_pending:
             # Data goes to the backlog, which every receive step empties before it
             # decrypts anything new: order is kept even with a receiver running.
@@ -627,9 +687,8 @@ class TLSDriver:
             if data is NEED_DATA:
                 return NEED_DATA if engine.client_auth_pending else True
             if not data:
-                raise PostHandshakeAuthError(
-                    "the peer closed the connection before answering the "
-                    "certificate request"
-                )
+                # After close_notify nothing may follow; an OpenSSL client that
+                # sent it first still answers, after it (see unwrap).
+                raise _closed_without_answer()
             self._backlog += data
         return True

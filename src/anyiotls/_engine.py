@@ -110,10 +110,12 @@ class TLSEngine:
     """
 
     __slots__ = (
+        "_auth_optional",
         "_cert_before_auth",
         "_error",
         "_incoming",
         "_outgoing",
+        "_tickets_after_auth",
         "client_auth_pending",
         "ssl_object",
     )
@@ -132,13 +134,18 @@ class TLSEngine:
             self._incoming,
             self._outgoing,
             server_side=server_side,
-            server_hostname=server_hostname,  # type: ignore[arg-type]
+            server_hostname=server_hostname,
         )
         self._error: ssl.SSLError | None = None
         #: ``True`` between sending a post-handshake CertificateRequest and processing
         #: the client's answer
         self.client_auth_pending = False
         self._cert_before_auth: bytes | None = None
+        # As wrap_bio() copied them (the context may change later): whether new
+        # session tickets will mark the end of each post-handshake exchange, and
+        # whether an empty answer is acceptable.
+        self._tickets_after_auth = ssl_context.num_tickets > 0
+        self._auth_optional = ssl_context.verify_mode == ssl.CERT_OPTIONAL
 
     # -- bytes in and out ------------------------------------------------------------
 
@@ -237,7 +244,7 @@ class TLSEngine:
         return data
 
     def write(self, data: bytes | bytearray | memoryview) -> int | None:
-        """Encrypt all of *data*: its length, or NEED_DATA (retry with the same data)."""
+        """Encrypt all of *data*: its length, or NEED_DATA (retry with same data)."""
         if self._error is not None:
             raise self._error
         try:
@@ -289,11 +296,26 @@ class TLSEngine:
         self.ssl_object.verify_client_post_handshake()
         self.client_auth_pending = True
 
+    @property
+    def client_auth_end_visible(self) -> bool:
+        """``True`` if the end of a new exchange would show (``_check_client_auth``).
+
+        It shows as a changed peer certificate or as new session tickets. Without
+        tickets (``num_tickets = 0``) an answer that leaves the certificate as it
+        was, an empty one under ``CERT_OPTIONAL`` or the certificate the client
+        already gave, changes nothing that can be seen.
+        """
+        if self._tickets_after_auth:
+            return True
+        return not self._auth_optional and self.ssl_object.getpeercert(True) is None
+
     def _check_client_auth(self, out_before: int) -> None:
         # Called after a read() while a request is pending. The server has processed
         # the client's answer when the peer certificate changed, or when that read()
         # wrote new session tickets (OpenSSL sends them after every successful
-        # post-handshake authentication, also after an empty Certificate).
+        # post-handshake authentication, also after an empty Certificate). Nothing
+        # else makes a TLS 1.3 read() write: OpenSSL answers a KeyUpdate request at
+        # the next write(), not inside read().
         try:
             cert = self.ssl_object.getpeercert(True)
         except ValueError:  # still inside the exchange
