@@ -1,0 +1,668 @@
+"""The Trio face: :class:`SSLStream` and :class:`SSLListener`, drop-ins for trio's.
+
+``from anyiotls.trio import SSLStream`` replaces ``from trio import SSLStream``: same
+constructor, methods, attributes and exceptions (``docs/migrating.md`` lists the few
+differences). The TLS state machine, locking and cancellation rules are the ones of
+the AnyIO face (``_engine.py``, ``_driver.py``); this module only translates names,
+exceptions and checkpoints.
+
+Two small adapters connect the two worlds when running on Trio:
+:class:`TrioStreamAsAnyIO` lets the AnyIO :class:`~anyiotls.TLSStream` wrap a native
+Trio stream, and :class:`AnyIOStreamAsTrio` lets :class:`SSLStream` wrap an AnyIO
+byte stream.
+"""
+
+from __future__ import annotations
+
+__all__ = (
+    "AnyIOStreamAsTrio",
+    "SSLListener",
+    "SSLStream",
+    "TrioStreamAsAnyIO",
+)
+
+import operator
+import ssl
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Generic, Literal, TypeVar, cast, overload
+
+import anyio
+import trio
+from anyio.abc import AnyByteStream, ByteStream
+
+from ._context import client_auth_configured, encode_hostname
+from ._driver import FaceErrors, TLSDriver
+from ._engine import TLSEngine, is_ragged_eof
+from ._locks import ConflictDetector
+
+T_Stream = TypeVar("T_Stream", bound=trio.abc.Stream)
+_R = TypeVar("_R")
+
+#: ``receive_some()`` without ``max_bytes`` decrypts up to this much. trio starts at
+#: 16 KiB (one record, all its ``SSLObject.read`` returns per call) and grows with
+#: the transport's chunks; the engine drains several records per call, so one
+#: transport read's worth (64 KiB, trio's ``SocketStream`` default) fits here.
+DEFAULT_RECEIVE_SIZE = 65536
+
+_ERRORS = FaceErrors(
+    broken=trio.BrokenResourceError,
+    closed=trio.ClosedResourceError,
+    busy=trio.BusyResourceError,
+)
+
+
+def _is_eof_before_handshake(exc: BaseException | None) -> bool:
+    # trio treats SSLSyscallError like a ragged EOF here: some OpenSSL builds report
+    # an EOF in the middle of a handshake that way.
+    return is_ragged_eof(exc) or isinstance(exc, ssl.SSLSyscallError)
+
+
+class SSLStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
+    """Encrypted communication over any :class:`trio.abc.Stream`: ``trio.SSLStream``.
+
+    Send plaintext with :meth:`send_all`, receive it with :meth:`receive_some`; the
+    ciphertext travels over *transport_stream*. The handshake happens on the first
+    send or receive, or when you call :meth:`do_handshake`.
+
+    One task may send while another receives (renegotiation, KeyUpdate and
+    post-handshake messages are handled underneath). Two tasks sending at once, or
+    receiving at once, get :exc:`trio.BusyResourceError`.
+
+    :param transport_stream: the stream that carries the ciphertext
+    :param ssl_context: the :class:`ssl.SSLContext`, usually from
+        :func:`ssl.create_default_context`
+    :param server_hostname: the server's name, sent as SNI and checked against its
+        certificate; effectively mandatory for clients (international names are
+        encoded with IDNA 2008, as trio does)
+    :param server_side: ``True`` for the server side
+    :param https_compatible: ``False`` (the default, the TLS standard): closing
+        sends close_notify, and a peer that ends the transport without one raises
+        :exc:`trio.BrokenResourceError`. ``True`` (what HTTPS peers do): closing
+        only closes the transport, and a transport that ends without close_notify
+        (even before the handshake) reads as a clean ``b""``
+
+    :var transport_stream: the wrapped stream (``None`` after :meth:`unwrap`)
+
+    TLS errors (a failed handshake, a bad record, a truncated connection) raise
+    :exc:`trio.BrokenResourceError` whose ``__cause__`` is the :exc:`ssl.SSLError`,
+    as in trio; so do failures of the transport (``__cause__``: the transport's
+    exception). Once broken, every later call raises it again.
+
+    Connection details are forwarded from the :class:`ssl.SSLObject` under the names
+    trio forwards (:attr:`context`, :meth:`getpeercert`, :meth:`cipher`, ...); those
+    that need the handshake raise :exc:`trio.NeedHandshakeError` before it.
+
+    Beyond trio: :meth:`send_eof` (TLS 1.3 half-close, which makes this a
+    :class:`trio.abc.HalfCloseableStream`), :meth:`verify_client_post_handshake`
+    and :meth:`request_client_certificate` (TLS 1.3 post-handshake client
+    authentication), and a handshake that fails or is cancelled wakes every task
+    waiting for it with :exc:`trio.BrokenResourceError`.
+    """
+
+    def __init__(
+        self,
+        transport_stream: T_Stream,
+        ssl_context: ssl.SSLContext,
+        *,
+        server_hostname: str | bytes | None = None,
+        server_side: bool = False,
+        https_compatible: bool = False,
+    ) -> None:
+        """See the class docstring."""
+        if not isinstance(ssl_context, ssl.SSLContext):
+            raise TypeError(
+                "ssl_context must be an ssl.SSLContext, not "
+                f"{type(ssl_context).__name__}"
+            )
+        if isinstance(server_hostname, str):
+            server_hostname = encode_hostname(server_hostname)
+        self.transport_stream: T_Stream = transport_stream
+        self._https_compatible = https_compatible
+        engine = TLSEngine(
+            ssl_context, server_side=server_side, server_hostname=server_hostname
+        )
+        self._ssl_object = engine.ssl_object
+        self._transport_wait = transport_stream.wait_send_all_might_not_block
+        self._driver = TLSDriver(
+            engine,
+            transport_send=transport_stream.send_all,
+            # receive_some() may return a bytearray, which the engine takes as well
+            transport_receive=cast(
+                "Callable[[], Awaitable[bytes]]", transport_stream.receive_some
+            ),
+            transport_eof=(),  # a Trio stream returns b"" at EOF
+            errors=_ERRORS,
+            ragged_eof_is_error=not https_compatible,
+            client_auth_configured=client_auth_configured(ssl_context),
+            hold_server_tickets=True,
+        )
+
+    @property
+    def https_compatible(self) -> bool:
+        """The ``https_compatible`` the stream was created with (read-only)."""
+        return self._https_compatible
+
+    # -- the trio.abc.Stream interface -----------------------------------------------
+
+    async def do_handshake(self) -> None:
+        """Ensure that the initial handshake has completed.
+
+        Optional: the first :meth:`send_all` or :meth:`receive_some` does it. If
+        another task's handshake is in progress, waits for it and gets its outcome;
+        if the handshake is done, only executes a checkpoint.
+
+        :raises trio.BrokenResourceError: the handshake failed (``__cause__``: the
+            :exc:`ssl.SSLError`, e.g. :exc:`ssl.SSLCertVerificationError`), the
+            transport failed or ended, or the stream was already broken
+        :raises trio.ClosedResourceError: the stream was closed
+
+        .. warning:: Cancelled, the handshake is abandoned and the stream broken:
+            every later call raises :exc:`trio.BrokenResourceError`, including in
+            the tasks that were waiting for this handshake.
+        """
+        await self._driver.handshake()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Receive and decrypt at least one byte, at most *max_bytes*.
+
+        Returns ``b""`` once the peer has closed the connection (close_notify, or,
+        when ``https_compatible``, the transport's end). Decrypts as many buffered
+        records as fit, so it may return more than one record's worth.
+
+        :raises ValueError: *max_bytes* is less than 1
+        :raises TypeError: *max_bytes* is not an integer
+        :raises trio.BrokenResourceError: the transport failed, a TLS error occurred
+            (``__cause__``: the :exc:`ssl.SSLError`), or, unless
+            ``https_compatible``, the transport ended without close_notify
+        :raises trio.ClosedResourceError: the stream was closed or unwrapped
+        :raises trio.BusyResourceError: another task is receiving
+
+        .. warning:: Cancelled, no data is lost and the stream stays usable, except
+            during the initial handshake, or while a protocol message (a KeyUpdate
+            answer, a renegotiation or post-handshake message) is being sent: then
+            the stream is broken.
+        """
+        if max_bytes is None:
+            max_bytes = DEFAULT_RECEIVE_SIZE
+        else:
+            max_bytes = operator.index(max_bytes)
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
+        try:
+            return await self._driver.receive(max_bytes)
+        except trio.BrokenResourceError as exc:
+            # HTTPS peers may close before the handshake ends: a clean EOF too.
+            if (
+                self._https_compatible
+                and not self._driver.handshake_done
+                and _is_eof_before_handshake(exc.__cause__)
+            ):
+                await trio.lowlevel.checkpoint()
+                return b""
+            raise
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt *data* and send it.
+
+        :raises trio.BrokenResourceError: the transport failed or a TLS error
+            occurred
+        :raises trio.ClosedResourceError: the stream was closed or unwrapped, or
+            :meth:`send_eof` was called
+        :raises trio.BusyResourceError: another task is sending or waiting in
+            :meth:`wait_send_all_might_not_block`
+
+        .. warning:: Cancelled, either nothing of *data* reached the transport and
+            the stream stays usable, or the stream is broken (every later call
+            raises :exc:`trio.BrokenResourceError`): never a partial or duplicated
+            *data* on a usable stream.
+        """
+        await self._driver.send(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Wait until the transport can probably take more data (trio's semantics).
+
+        Calls the transport's own ``wait_send_all_might_not_block``; does not
+        handshake.
+
+        :raises trio.BusyResourceError: another task is sending or waiting here
+        :raises trio.ClosedResourceError: the stream was closed
+        :raises trio.BrokenResourceError: the stream is broken
+
+        .. warning:: Cancelled, nothing happened.
+        """
+        await self._driver.wait_send_ready(self._transport_wait)
+
+    async def send_eof(self) -> None:
+        """Send close_notify and go on receiving until the peer closes (TLS 1.3).
+
+        Not in trio. RFC 8446 section 6.1 lets a TLS 1.3 peer keep sending after our
+        close_notify; it sees our end as ``b""``. Later :meth:`send_all` calls raise
+        :exc:`trio.ClosedResourceError`; calling this again does nothing.
+
+        :raises NotImplementedError: the connection uses TLS 1.2 or older, where the
+            peer must answer close_notify at once and discard its pending writes
+        :raises trio.BusyResourceError: another task is sending
+
+        .. warning:: Cancelled, close_notify may or may not have left: the stream
+            is broken if it was being sent.
+        """
+        await self._driver.send_eof()
+
+    async def unwrap(self) -> tuple[T_Stream, bytes]:
+        """Close the TLS layer cleanly and hand back the transport (a downgrade).
+
+        Sends close_notify and waits for the peer's. Afterwards
+        :attr:`transport_stream` is ``None`` and the stream is closed.
+
+        :return: ``(transport_stream, trailing_bytes)``: *trailing_bytes* arrived
+            after the peer's close_notify; treat them as the start of what the
+            transport delivers next
+        :raises trio.BrokenResourceError: the transport failed or ended first
+        :raises trio.BusyResourceError: another task is sending or receiving
+
+        Application data the peer sent before its close_notify and that was not
+        received is discarded.
+
+        .. warning:: Cancelled while waiting for the peer's close_notify, it may be
+            called again; the stream can no longer send.
+        """
+        trailing = await self._driver.unwrap_exclusive()
+        transport_stream = self.transport_stream
+        # As trio does: nothing may use the transport through this object any more.
+        self.transport_stream = None  # type: ignore[assignment]
+        return transport_stream, trailing
+
+    async def aclose(self) -> None:
+        """Close the connection and the transport, as trio's ``aclose`` does.
+
+        Unless ``https_compatible``: performs the handshake if it has not happened
+        (so the peer sees a clean close), sends close_notify without waiting for the
+        peer's, then closes the transport. When ``https_compatible``, or if the
+        stream is broken, only closes the transport. Closing again does nothing.
+
+        :raises trio.BrokenResourceError: the handshake this had to perform failed
+            (the transport is closed anyway)
+
+        .. warning:: Cancelled, the transport is closed forcefully; the stream is
+            closed either way.
+        """
+        driver = self._driver
+        transport_stream = self.transport_stream
+        if driver.is_closed:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._https_compatible or not driver.is_usable:
+            driver.mark_closed()
+            await transport_stream.aclose()
+            return
+        try:
+            await driver.handshake()
+            await driver.send_close_notify()
+        except BaseException:
+            driver.mark_closed()
+            await trio.aclose_forcefully(transport_stream)
+            raise
+        driver.mark_closed()
+        await transport_stream.aclose()
+
+    # -- beyond trio: TLS 1.3 post-handshake client authentication --------------------
+
+    async def verify_client_post_handshake(self) -> dict[str, Any] | None:
+        """Ask the client for a certificate now (TLS 1.3) and wait for its answer.
+
+        Server side only; the same as the AnyIO face's method. Returns the verified
+        certificate (as :meth:`getpeercert` gives it from then on), or ``None``
+        under ``CERT_OPTIONAL`` when the client sent none. Another task may go on
+        receiving; data that arrives before the answer is kept, in order, for
+        :meth:`receive_some`. A client answers only while it is receiving.
+
+        :raises anyiotls.PostHandshakeAuthError: nothing was sent and the stream is
+            usable: not TLS 1.3, the client did not offer post-handshake
+            authentication, the server context was not set up for it (it needs
+            ``post_handshake_auth = True`` and ``verify_mode`` CERT_OPTIONAL or
+            CERT_REQUIRED when the stream is created), or this is the client side
+        :raises trio.BrokenResourceError: the client's answer was rejected
+            (``__cause__``: the :exc:`ssl.SSLError`), or the stream failed
+
+        .. warning:: Cancelled while waiting for the answer, the request stays
+            pending and the stream usable: a certificate that arrives later is
+            processed by :meth:`receive_some`.
+        """
+        await self.request_client_certificate()
+        try:
+            await self._driver.wait_client_auth()
+        except ssl.SSLError as exc:
+            raise trio.BrokenResourceError from exc
+        return self._ssl_object.getpeercert()
+
+    async def request_client_certificate(self) -> None:
+        """Send a TLS 1.3 CertificateRequest now; do not wait for the answer.
+
+        The answer is processed by later :meth:`receive_some` calls (see
+        :attr:`client_certificate_pending` and :meth:`getpeercert`), or wait for it
+        with :meth:`verify_client_post_handshake`. Does nothing if a request is
+        pending.
+
+        :raises anyiotls.PostHandshakeAuthError: as
+            :meth:`verify_client_post_handshake`
+
+        .. warning:: Cancelled while the request waits to be sent, it stays queued
+            and leaves with the next operation on the stream.
+        """
+        await self._driver.request_client_auth()
+
+    @property
+    def client_certificate_pending(self) -> bool:
+        """``True`` while a post-handshake certificate request awaits its answer."""
+        return self._driver.engine.client_auth_pending
+
+    # -- forwarded from the SSLObject (the names trio forwards) ----------------------
+
+    def _need_handshake(self, name: str) -> ssl.SSLObject:
+        if not self._driver.handshake_done:
+            raise trio.NeedHandshakeError(
+                f"call do_handshake() before calling {name!r}"
+            )
+        return self._ssl_object
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        """The SSLObject's context; assignable, as on :class:`ssl.SSLObject`."""
+        return self._ssl_object.context
+
+    @context.setter
+    def context(self, value: ssl.SSLContext) -> None:
+        self._ssl_object.context = value
+
+    @property
+    def server_side(self) -> bool:
+        """``True`` on the server side."""
+        return self._ssl_object.server_side
+
+    @property
+    def server_hostname(self) -> str | None:
+        """The host name given at creation (IDNA-encoded), or ``None``."""
+        return self._ssl_object.server_hostname
+
+    @property
+    def session(self) -> ssl.SSLSession | None:
+        """The TLS session; assign one before the handshake to resume it."""
+        return self._ssl_object.session
+
+    @session.setter
+    def session(self, value: ssl.SSLSession | None) -> None:
+        self._ssl_object.session = value
+
+    @property
+    def session_reused(self) -> bool:
+        """Whether the session was resumed (:exc:`trio.NeedHandshakeError` before)."""
+        return self._need_handshake("session_reused").session_reused
+
+    @overload
+    def getpeercert(
+        self, binary_form: Literal[False] = False
+    ) -> dict[str, Any] | None: ...
+
+    @overload
+    def getpeercert(self, binary_form: Literal[True]) -> bytes | None: ...
+
+    @overload
+    def getpeercert(self, binary_form: bool) -> dict[str, Any] | bytes | None: ...
+
+    def getpeercert(self, binary_form: bool = False) -> dict[str, Any] | bytes | None:
+        """:meth:`ssl.SSLSocket.getpeercert` (:exc:`trio.NeedHandshakeError` before)."""
+        return self._need_handshake("getpeercert").getpeercert(binary_form)
+
+    def selected_npn_protocol(self) -> str | None:
+        """Deprecated NPN result, as trio forwards it (NeedHandshakeError before)."""
+        return self._need_handshake("selected_npn_protocol").selected_npn_protocol()
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        """``(name, protocol, secret bits)`` (:exc:`trio.NeedHandshakeError` before)."""
+        return self._need_handshake("cipher").cipher()
+
+    def shared_ciphers(self) -> list[tuple[str, str, int]] | None:
+        """Ciphers both sides offered, server side only (NeedHandshakeError before)."""
+        return self._need_handshake("shared_ciphers").shared_ciphers()
+
+    def compression(self) -> str | None:
+        """The compression algorithm, if any (:exc:`trio.NeedHandshakeError` before)."""
+        return self._need_handshake("compression").compression()
+
+    def pending(self) -> int:
+        """Decrypted bytes buffered in the SSLObject (allowed before the handshake)."""
+        return self._ssl_object.pending()
+
+    def get_channel_binding(self, cb_type: str = "tls-unique") -> bytes | None:
+        """Channel binding data (:exc:`trio.NeedHandshakeError` before)."""
+        return self._need_handshake("get_channel_binding").get_channel_binding(cb_type)
+
+    def selected_alpn_protocol(self) -> str | None:
+        """The ALPN protocol agreed on (:exc:`trio.NeedHandshakeError` before)."""
+        return self._need_handshake("selected_alpn_protocol").selected_alpn_protocol()
+
+    def version(self) -> str | None:
+        """The TLS version, e.g. ``TLSv1.3`` (:exc:`trio.NeedHandshakeError` before)."""
+        return self._need_handshake("version").version()
+
+
+class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
+    """Wraps a :class:`trio.abc.Listener` so that it accepts :class:`SSLStream` objects.
+
+    The handshake happens on the accepted stream's first use (as in trio), not in
+    :meth:`accept`.
+
+    :param transport_listener: the listener whose connections get encrypted
+    :param ssl_context: the server's context
+    :param https_compatible: passed to :class:`SSLStream`
+
+    :var transport_listener: the wrapped listener
+    """
+
+    def __init__(
+        self,
+        transport_listener: trio.abc.Listener[T_Stream],
+        ssl_context: ssl.SSLContext,
+        *,
+        https_compatible: bool = False,
+    ) -> None:
+        """See the class docstring."""
+        self.transport_listener = transport_listener
+        self._ssl_context = ssl_context
+        self._https_compatible = https_compatible
+
+    async def accept(self) -> SSLStream[T_Stream]:
+        """Accept the next connection and wrap it in an :class:`SSLStream`."""
+        transport_stream = await self.transport_listener.accept()
+        return SSLStream(
+            transport_stream,
+            self._ssl_context,
+            server_side=True,
+            https_compatible=self._https_compatible,
+        )
+
+    async def aclose(self) -> None:
+        """Close the wrapped listener."""
+        await self.transport_listener.aclose()
+
+
+# -- bridges ------------------------------------------------------------------------
+
+
+@contextmanager
+def _anyio_errors_from_trio(action: str) -> Iterator[None]:
+    try:
+        yield
+    except trio.BrokenResourceError as exc:
+        raise anyio.BrokenResourceError from exc
+    except trio.ClosedResourceError as exc:
+        raise anyio.ClosedResourceError from exc
+    except trio.BusyResourceError as exc:
+        raise anyio.BusyResourceError(action) from exc
+
+
+class TrioStreamAsAnyIO(ByteStream):
+    """An AnyIO byte stream over a Trio stream, e.g. for the AnyIO face.
+
+    ``await anyiotls.TLSStream.wrap(TrioStreamAsAnyIO(trio_stream), ...)`` puts
+    the AnyIO :class:`~anyiotls.TLSStream` over any :class:`trio.abc.Stream`
+    (a :class:`trio.SocketStream`, a :func:`trio.testing.memory_stream_pair` half,
+    even a :class:`trio.SSLStream`). Works only while running on Trio (AnyIO's
+    trio backend). ``b""`` from the Trio stream becomes :exc:`anyio.EndOfStream`;
+    trio's resource errors become AnyIO's (``__cause__``: trio's);
+    :meth:`send_eof` needs a :class:`trio.abc.HalfCloseableStream`. No typed
+    attributes are provided.
+
+    :var trio_stream: the wrapped Trio stream
+    """
+
+    def __init__(self, trio_stream: trio.abc.Stream) -> None:
+        """See the class docstring."""
+        self.trio_stream = trio_stream
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        """Receive up to *max_bytes* bytes; :exc:`anyio.EndOfStream` at the end."""
+        with _anyio_errors_from_trio("receiving from"):
+            data = await self.trio_stream.receive_some(max_bytes)
+        if not data:
+            raise anyio.EndOfStream
+        return bytes(data)
+
+    async def send(self, item: bytes) -> None:
+        """Send all of *item*."""
+        with _anyio_errors_from_trio("sending to"):
+            await self.trio_stream.send_all(item)
+
+    async def send_eof(self) -> None:
+        """Half-close, if the Trio stream can.
+
+        :raises NotImplementedError: the Trio stream is not half-closeable
+        """
+        if not isinstance(self.trio_stream, trio.abc.HalfCloseableStream):
+            raise NotImplementedError(
+                f"{type(self.trio_stream).__name__} is not a HalfCloseableStream"
+            )
+        with _anyio_errors_from_trio("sending to"):
+            await self.trio_stream.send_eof()
+
+    async def aclose(self) -> None:
+        """Close the Trio stream."""
+        await self.trio_stream.aclose()
+
+
+@contextmanager
+def _trio_errors_from_anyio() -> Iterator[None]:
+    try:
+        yield
+    except anyio.BrokenResourceError as exc:
+        raise trio.BrokenResourceError from exc
+    except anyio.ClosedResourceError as exc:
+        raise trio.ClosedResourceError from exc
+    except anyio.BusyResourceError as exc:
+        raise trio.BusyResourceError(str(exc)) from exc
+
+
+class AnyIOStreamAsTrio(trio.abc.HalfCloseableStream):
+    """A Trio stream over an AnyIO byte stream, e.g. for :class:`SSLStream`.
+
+    ``SSLStream(AnyIOStreamAsTrio(anyio_stream), context)`` puts the Trio face over
+    any AnyIO byte stream (an AnyIO socket, a stapled memory object stream of
+    ``bytes``, the AnyIO :class:`~anyiotls.TLSStream`). Works only while running
+    on Trio (AnyIO's trio backend). :exc:`anyio.EndOfStream` becomes ``b""``;
+    AnyIO's resource errors become trio's (``__cause__``: AnyIO's). An object
+    stream that hands over more than ``max_bytes`` at once is buffered here.
+    :meth:`aclose` wakes tasks blocked in :meth:`receive_some` or :meth:`send_all`
+    with :exc:`trio.ClosedResourceError`, as trio requires, even where the AnyIO
+    stream would not wake them (AnyIO 4.0's memory object streams, for one).
+    AnyIO streams have no ``wait_send_all_might_not_block``: it only checks the
+    stream's state and executes a checkpoint.
+
+    :var anyio_stream: the wrapped AnyIO stream
+    """
+
+    def __init__(self, anyio_stream: AnyByteStream) -> None:
+        """See the class docstring."""
+        self.anyio_stream = anyio_stream
+        self._buffer = bytearray()
+        self._closed = False
+        #: the cancel scopes of the operations in progress, cancelled by aclose()
+        self._in_progress: set[trio.CancelScope] = set()
+        self._send_conflict = ConflictDetector(
+            lambda: trio.BusyResourceError("another task is sending on this stream")
+        )
+        self._recv_conflict = ConflictDetector(
+            lambda: trio.BusyResourceError("another task is receiving on this stream")
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError
+
+    async def _run(self, operation: Callable[[], Awaitable[_R]]) -> _R:
+        """Run an AnyIO operation that ``aclose()`` interrupts (ClosedResourceError)."""
+        with trio.CancelScope() as scope:
+            self._in_progress.add(scope)
+            try:
+                with _trio_errors_from_anyio():
+                    return await operation()
+            finally:
+                self._in_progress.discard(scope)
+        # only aclose() cancels this scope
+        raise trio.ClosedResourceError("the stream was closed while in use")
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Receive at least one byte and at most *max_bytes*; ``b""`` at the end."""
+        if max_bytes is None:
+            max_bytes = DEFAULT_RECEIVE_SIZE
+        else:
+            max_bytes = operator.index(max_bytes)
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
+        with self._recv_conflict:
+            if self._closed or not self._buffer:
+                self._check_open()
+                stream = self.anyio_stream
+                try:
+                    if isinstance(stream, ByteStream):
+                        data = await self._run(lambda: stream.receive(max_bytes))
+                    else:
+                        data = await self._run(stream.receive)
+                except anyio.EndOfStream:
+                    return b""
+                self._buffer += data
+            else:
+                await trio.lowlevel.checkpoint()
+            data = bytes(self._buffer[:max_bytes])
+            del self._buffer[:max_bytes]
+            return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Send all of *data*."""
+        with self._send_conflict:
+            self._check_open()
+            if not data:
+                await trio.lowlevel.checkpoint()
+                return
+            item = bytes(data)
+            await self._run(lambda: self.anyio_stream.send(item))
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Check the state and execute a checkpoint (AnyIO has no such wait)."""
+        with self._send_conflict:
+            self._check_open()
+            await trio.lowlevel.checkpoint()
+
+    async def send_eof(self) -> None:
+        """Half-close (:exc:`NotImplementedError` if the AnyIO stream cannot)."""
+        with self._send_conflict:
+            self._check_open()
+            await self._run(self.anyio_stream.send_eof)
+
+    async def aclose(self) -> None:
+        """Close the AnyIO stream; always a checkpoint (some AnyIO streams' is not)."""
+        self._closed = True
+        for scope in self._in_progress:
+            scope.cancel()
+        await self.anyio_stream.aclose()
+        await trio.lowlevel.checkpoint()
