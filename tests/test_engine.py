@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from anyiotls._context import client_auth_configured, default_context
+from anyiotls._context import default_context
 from anyiotls._engine import MAX_RECORD_PLAINTEXT, NEED_DATA, TLSEngine, is_ragged_eof
 
 from .engine_pair import (
@@ -1203,13 +1203,16 @@ def test_client_auth_without_tickets_cannot_detect_empty_certificate() -> None:
     assert pair.server.client_auth_pending is True
 
 
-def test_client_auth_configured_false_without_session_tickets() -> None:
-    context = server_context(
-        "1.3", verify_mode=ssl.CERT_OPTIONAL, post_handshake_auth=True, num_tickets=0
-    )
-    assert client_auth_configured(context) is False
-    context.num_tickets = 2
-    assert client_auth_configured(context) is True
+def test_client_auth_end_visible_only_where_completion_can_be_detected() -> None:
+    # Without session tickets, the end of an exchange shows only as a new
+    # certificate: not under CERT_OPTIONAL (the client may send none), and not in
+    # a second round (the client may send the same one). The driver refuses those.
+    optional = pha_pair(cert="none", verify_mode=ssl.CERT_OPTIONAL, num_tickets=0)
+    assert optional.server.client_auth_end_visible is False
+    first_round = pha_pair(num_tickets=0)
+    assert first_round.server.client_auth_end_visible is True
+    with_tickets = pha_pair(cert="none", verify_mode=ssl.CERT_OPTIONAL)
+    assert with_tickets.server.client_auth_end_visible is True
 
 
 def test_unwrap_with_client_auth_pending_puts_server_tickets_into_leftover() -> None:

@@ -60,6 +60,7 @@ async def test_handle_handshake_error_can_be_overridden(
     server_context: ssl.SSLContext,
 ) -> None:
     seen: list[BaseException] = []
+    handled = anyio.Event()
 
     class MyListener(TLSListener):
         @staticmethod
@@ -67,6 +68,7 @@ async def test_handle_handshake_error_can_be_overridden(
             exc: BaseException, stream: anyio.abc.AnyByteStream
         ) -> None:
             seen.append(exc)
+            handled.set()
             await anyio.aclose_forcefully(stream)
 
     inner = await anyio.create_tcp_listener(local_host="127.0.0.1")
@@ -84,6 +86,7 @@ async def test_handle_handshake_error_can_be_overridden(
             with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
                 await bad.receive()
             await bad.aclose()
+            await handled.wait()  # the server may still be closing its side
             tg.cancel_scope.cancel()
     assert len(seen) == 1
     assert isinstance(seen[0], ssl.SSLError)

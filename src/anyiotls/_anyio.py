@@ -229,7 +229,12 @@ class TLSStream(ByteStream):
 
         :return: ``(transport_stream, leftover)``: *leftover* is the plaintext the
             peer sent after its close_notify, which arrived with it
-        :raises ~anyio.BrokenResourceError: the transport failed or ended first
+        :raises ~anyio.BrokenResourceError: the transport failed or ended first, or
+            a pending post-handshake answer was rejected (``__cause__``: the ssl
+            error)
+        :raises PostHandshakeAuthError: a client closed without answering a
+            pending certificate request (its late answer could otherwise end up
+            in the plaintext after the downgrade)
 
         Application data the peer sent before its close_notify that was not
         received is discarded. A pending post-handshake authentication is completed

@@ -494,6 +494,12 @@ class TLSDriver:
             if self._close_notify_sent:
                 await cancel_shielded_checkpoint()
                 return
+            if self._engine.client_auth_pending:
+                # No handshake message may follow our close_notify (see unwrap).
+                try:
+                    await self.wait_client_auth()
+                except ssl.SSLError as exc:
+                    raise self._break(exc) from exc
             self._close_notify_sent = True
             try:
                 await self._retry(

@@ -347,8 +347,9 @@ class SSLStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
         :raises anyiotls.PostHandshakeAuthError: as
             :meth:`verify_client_post_handshake`
 
-        .. warning:: Cancelled while the request waits to be sent, it stays queued
-            and leaves with the next operation on the stream.
+        .. warning:: Cancelled while waiting for another task's send to finish,
+            nothing was sent and no request is pending; cancelled while the request
+            is being handed to the transport, the stream is broken.
         """
         await self._driver.request_client_auth()
 
