@@ -41,11 +41,13 @@ __all__ = ("FaceErrors", "TLSDriver")
 import enum
 import functools
 import ssl
+import sys
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any, NamedTuple, TypeVar
 
-from anyio import Event, move_on_after
+from anyio import CancelScope, Event, move_on_after
+from anyio.abc import ByteReceiveStream
 from anyio.lowlevel import (
     cancel_shielded_checkpoint,
     checkpoint,
@@ -60,13 +62,35 @@ _T = TypeVar("_T")
 _A = TypeVar("_A")
 
 #: Plaintext taken out of the engine per step while waiting for a post-handshake
-#: answer (the transport itself is asked with its own default size, 64 KiB for
-#: AnyIO's socket streams, which also lets object streams serve as transports).
+#: answer (the transport is asked for :data:`TRANSPORT_RECEIVE_SIZE` if it takes a
+#: size, and called without one otherwise, which lets object streams serve too).
 RECEIVE_SIZE = 65536
 
 
 #: Seconds a fatal error may spend telling the peer (an alert) before giving up.
 ALERT_SEND_TIMEOUT = 1.0
+
+#: What a byte stream transport is asked for per receive: what asyncio reads per
+#: socket read anyway. Bulk transfers take fewer, larger reads (AnyIO's asyncio
+#: socket stream would otherwise split and copy its 256 KiB chunks; Trio sockets
+#: would make four times as many ``recv`` calls). The rest waits in the incoming BIO.
+TRANSPORT_RECEIVE_SIZE = 262144
+
+
+def _receive_size(receive: Callable[..., Awaitable[bytes]]) -> int | None:
+    """:data:`TRANSPORT_RECEIVE_SIZE` if *receive* is an AnyIO byte stream's
+    ``receive`` or a Trio stream's ``receive_some`` (both take a size by contract),
+    else ``None``: object streams and other callables are called without one."""
+    owner = getattr(receive, "__self__", None)
+    name = getattr(receive, "__name__", None)
+    trio = sys.modules.get("trio")  # only a Trio program has Trio streams
+    if (name == "receive" and isinstance(owner, ByteReceiveStream)) or (
+        name == "receive_some"
+        and trio is not None
+        and isinstance(owner, trio.abc.ReceiveStream)
+    ):
+        return TRANSPORT_RECEIVE_SIZE
+    return None
 
 
 def _describe(exc: BaseException) -> BaseException:
@@ -131,7 +155,8 @@ class TLSDriver:
     ) -> None:
         self._engine = engine
         self._transport_send = transport_send
-        self._transport_receive = transport_receive
+        self._transport_receive: Callable[..., Awaitable[bytes]] = transport_receive
+        self._receive_size = _receive_size(transport_receive)
         self._transport_eof = transport_eof
         self._errors = errors
         self._ragged_eof_is_error = ragged_eof_is_error
@@ -149,6 +174,13 @@ class TLSDriver:
         self._send_lock = FIFOLock()
         self._recv_lock = FIFOLock()
         self._recv_count = 0
+        #: the cancel scope of a ``receive()`` waiting on the transport, if wakeable
+        self._recv_wakeup: CancelScope | None = None
+        #: whether another task may decrypt data for ``receive()`` (TLS 1.2 writes
+        #: during a renegotiation, a post-handshake auth waiter): set by handshake()
+        self._receive_wakeable = False
+        #: below TLS 1.3 the peer may renegotiate: see _write_step
+        self._renegotiation_possible = False
         #: plaintext decrypted but not yet returned by ``receive`` (kept in order)
         self._backlog = bytearray()
         self._send_conflict = ConflictDetector(
@@ -228,6 +260,7 @@ class TLSDriver:
         once: bool = False,
         yielded: bool = False,
         hold_final: bool = False,
+        wakeable: bool = False,
     ) -> _T | None:
         """Call *step* until it returns a result; flush after every call.
 
@@ -239,6 +272,7 @@ class TLSDriver:
         * ``yielded``: the caller already yielded to the event loop.
         * ``hold_final``: if the step finishes under TLS 1.3, keep what its last call
           wrote (a server's session tickets) for the next flush instead of sending it.
+        * ``wakeable``: passed to :meth:`_receive_into_engine` (``receive()`` only).
 
         Raises what the step raises (:exc:`ssl.SSLError`), the face's
         ``BrokenResourceError`` when the transport fails, or a cancellation.
@@ -291,7 +325,7 @@ class TLSDriver:
                 if holding:
                     send_lock.release()
                     holding = False
-                await self._receive_into_engine()
+                await self._receive_into_engine(wakeable)
                 yielded = True
         except BaseException as exc:
             if must_finish:
@@ -332,8 +366,13 @@ class TLSDriver:
             except Exception:
                 pass
 
-    async def _receive_into_engine(self) -> None:
-        """Feed the engine one transport receive (unless another task just did)."""
+    async def _receive_into_engine(self, wakeable: bool = False) -> None:
+        """Feed the engine one transport receive (unless another task just did).
+
+        *wakeable*: the caller is ``receive()`` and another task may move plaintext
+        into the backlog meanwhile (see :meth:`_to_backlog`), so the wait for the
+        transport must be interruptible by it.
+        """
         count = self._recv_count
         lock = self._recv_lock
         await lock.acquire()
@@ -345,7 +384,17 @@ class TLSDriver:
                     ssl.SSLEOFError("the transport reached EOF")
                 ) from None
             try:
-                data = await self._transport_receive()
+                if wakeable:
+                    with CancelScope() as wakeup:
+                        self._recv_wakeup = wakeup
+                        try:
+                            data = await self._receive_from_transport()
+                        finally:
+                            self._recv_wakeup = None
+                    if wakeup.cancelled_caught:
+                        return  # the backlog has data: nothing was received
+                else:
+                    data = await self._receive_from_transport()
             except self._transport_eof:
                 data = b""
             except Exception as exc:
@@ -356,6 +405,46 @@ class TLSDriver:
             self._recv_count += 1
         finally:
             lock.release()
+
+    def _receive_from_transport(self) -> Awaitable[bytes]:
+        size = self._receive_size
+        if size is None:
+            return self._transport_receive()
+        return self._transport_receive(size)
+
+    def _to_backlog(self, data: bytes) -> None:
+        """Keep plaintext a non-receiving step had to decrypt, for ``receive()``.
+
+        Wakes a ``receive()`` blocked on the transport (the data it waits for may
+        be this) and makes lock waiters retry their step before receiving.
+        """
+        self._backlog += data
+        self._recv_count += 1
+        if self._recv_wakeup is not None:
+            self._recv_wakeup.cancel()
+
+    def _drain_to_backlog(self) -> None:
+        """Decrypt all buffered application data into the backlog."""
+        engine = self._engine
+        while True:
+            data = engine.read(RECEIVE_SIZE)
+            if not data:  # NEED_DATA, or close_notify (read() says b"" again later)
+                return
+            self._to_backlog(data)
+
+    def _write_step(self, data: bytes | bytearray | memoryview) -> int | None:
+        """``write()``, with application data first taken out of its way (TLS 1.2).
+
+        In a TLS 1.2 renegotiation ``write()`` must read the peer's handshake
+        messages, but OpenSSL accepts application data arriving in front of them
+        only inside ``read()``; inside ``write()`` it is a fatal
+        ``UNEXPECTED_RECORD``. So under TLS 1.2, buffered input is first decrypted
+        into the backlog (``receive()`` returns it first, in order).
+        """
+        engine = self._engine
+        if self._renegotiation_possible and engine.has_buffered_input:
+            self._drain_to_backlog()
+        return engine.write(data)
 
     # -- operations ------------------------------------------------------------------
 
@@ -373,7 +462,9 @@ class TLSDriver:
                 raise self._state_error()
             return
         if state is _Handshake.RUNNING:
-            assert self._handshake_finished is not None
+            # Made by the first waiter: most handshakes have none.
+            if self._handshake_finished is None:
+                self._handshake_finished = Event()
             await self._handshake_finished.wait()
             if self._handshake is not _Handshake.DONE:
                 raise self._state_error()
@@ -383,7 +474,6 @@ class TLSDriver:
             raise self._state_error()
 
         self._handshake = _Handshake.RUNNING
-        finished = self._handshake_finished = Event()
         try:
             await checkpoint_if_cancelled()
             # A TLS 1.3 server writes its session tickets as the handshake's last
@@ -405,9 +495,16 @@ class TLSDriver:
             raise
         else:
             self._handshake = _Handshake.DONE
+            sslobj = self._engine.ssl_object
+            self._renegotiation_possible = sslobj.version() != "TLSv1.3"
+            self._receive_wakeable = self._renegotiation_possible or (
+                sslobj.server_side and self._client_auth_configured
+            )
         finally:
-            finished.set()
-            self._handshake_finished = None  # waiters hold it; ~1 KiB per stream
+            finished = self._handshake_finished
+            if finished is not None:  # tasks wait for this handshake
+                finished.set()
+                self._handshake_finished = None  # they hold it; ~1 KiB per stream
 
     async def _ensure_usable(self) -> None:
         """Raise if the stream is broken or closed; handshake if needed.
@@ -439,15 +536,30 @@ class TLSDriver:
         with self._recv_conflict:
             if self._state is not _State.OPEN or self._handshake is not _Handshake.DONE:
                 await self._ensure_usable()
-            if self._backlog or self._engine.has_buffered_input:
+            engine = self._engine
+            starved = False
+            if self._backlog or engine.has_buffered_input:
                 await checkpoint()
                 yielded = True
+            elif (
+                engine.needs_peer_data
+                and not engine.has_data_to_send  # bytes to flush go out first
+                and not self._transport_at_eof
+            ):
+                starved = yielded = True  # the transport's receive is the checkpoint
             else:
                 await checkpoint_if_cancelled()
                 yielded = False
             try:
+                wakeable = self._receive_wakeable
+                if starved:  # a read() now could only say NEED_DATA: skip it
+                    await self._receive_into_engine(wakeable)
                 data = await self._retry(
-                    self._read_step, max_bytes, keep_on_failure=True, yielded=yielded
+                    self._read_step,
+                    max_bytes,
+                    keep_on_failure=True,
+                    yielded=yielded,
+                    wakeable=wakeable,
                 )
             except ssl.SSLError as exc:
                 if not self._ragged_eof_is_error and is_ragged_eof(exc):
@@ -473,7 +585,7 @@ class TLSDriver:
                 return
             await checkpoint_if_cancelled()
             try:
-                await self._retry(self._engine.write, data, lock_first=True)
+                await self._retry(self._write_step, data, lock_first=True)
             except ssl.SSLError as exc:
                 raise self._break(exc) from exc
 
@@ -696,5 +808,5 @@ class TLSDriver:
                 # After close_notify nothing may follow; an OpenSSL client that
                 # sent it first still answers, after it (see unwrap).
                 raise _closed_without_answer()
-            self._backlog += data
+            self._to_backlog(data)
         return True

@@ -93,6 +93,11 @@ NEED_DATA: Final = None
 #: Largest plaintext of one TLS record (RFC 8446 section 5.1).
 MAX_RECORD_PLAINTEXT: Final = 16384
 
+#: Most ciphertext put into the incoming BIO at once. OpenSSL's memory BIO keeps the
+#: memory it grew to for the life of the connection, so a large transport read is
+#: staged here and fed in pieces as the steps consume it (see ``receive_data``).
+FEED_SIZE: Final = 65536
+
 
 def is_ragged_eof(exc: BaseException | None) -> bool:
     """Return ``True`` if *exc* means "the transport ended without close_notify"."""
@@ -115,6 +120,8 @@ class TLSEngine:
         "_error",
         "_incoming",
         "_outgoing",
+        "_peer_closed",
+        "_staged",
         "_tickets_after_auth",
         "client_auth_pending",
         "ssl_object",
@@ -141,6 +148,10 @@ class TLSEngine:
         #: the client's answer
         self.client_auth_pending = False
         self._cert_before_auth: bytes | None = None
+        #: the peer's close_notify was read (``read()`` returns ``b""`` from now on)
+        self._peer_closed = False
+        #: received ciphertext not yet in the incoming BIO (see ``receive_data``)
+        self._staged: bytes | memoryview = b""
         # As wrap_bio() copied them (the context may change later): whether new
         # session tickets will mark the end of each post-handshake exchange, and
         # whether an empty answer is acceptable.
@@ -161,14 +172,60 @@ class TLSEngine:
     @property
     def has_buffered_input(self) -> bool:
         """``True`` if a step can probably make progress without new transport bytes."""
-        return self._incoming.pending > 0 or self.ssl_object.pending() > 0
+        return (
+            self._incoming.pending > 0
+            or self.ssl_object.pending() > 0
+            or len(self._staged) > 0
+        )
+
+    @property
+    def needs_peer_data(self) -> bool:
+        """``True`` if ``read()`` can only return NEED_DATA until new bytes arrive.
+
+        Nothing buffered, no error, no close_notify read, no request pending: the
+        driver may then go to the transport without calling ``read()`` first.
+        """
+        return not (
+            self._incoming.pending
+            or self._staged
+            or self._peer_closed
+            or self._error is not None
+            or self.client_auth_pending
+            or self.ssl_object.pending()
+        )
 
     def receive_data(self, data: bytes) -> None:
-        """Feed bytes from the transport; ``b""`` means the transport reached EOF."""
-        if data:
-            self._incoming.write(data)
-        else:
+        """Feed bytes from the transport; ``b""`` means the transport reached EOF.
+
+        At most :data:`FEED_SIZE` bytes go into the incoming BIO at once: the rest
+        is staged and fed by the steps whenever the SSLObject wants more, so no step
+        returns NEED_DATA while staged bytes remain.
+        """
+        if not data:
+            if self._staged:
+                self._incoming.write(self._staged)
+                self._staged = b""
             self._incoming.write_eof()
+            return
+        if self._staged:  # rare: another task received before this one was fed
+            data = bytes(self._staged) + data
+            self._staged = b""
+        if len(data) <= FEED_SIZE:
+            self._incoming.write(data)
+            return
+        view = memoryview(data if isinstance(data, bytes) else bytes(data))
+        self._incoming.write(view[:FEED_SIZE])
+        self._staged = view[FEED_SIZE:]
+
+    def _feed(self) -> bool:
+        """Move the next staged piece into the incoming BIO; ``False`` if none."""
+        staged = self._staged
+        if not staged:
+            return False
+        self._incoming.write(staged[:FEED_SIZE])
+        rest = staged[FEED_SIZE:]
+        self._staged = rest if rest else b""  # an empty view would pin the buffer
+        return True
 
     @property
     def error(self) -> ssl.SSLError | None:
@@ -193,7 +250,7 @@ class TLSEngine:
         try:
             self.ssl_object.do_handshake()
         except ssl.SSLWantReadError:
-            return NEED_DATA
+            return self.do_handshake() if self._feed() else NEED_DATA
         except ssl.SSLError as exc:
             raise self.fail(exc) from None
         return True
@@ -214,27 +271,36 @@ class TLSEngine:
         except ssl.SSLWantReadError:
             if pending_auth:
                 self._check_client_auth(out_before)
-            return NEED_DATA
+            return self.read(max_bytes) if self._feed() else NEED_DATA
         except ssl.SSLZeroReturnError:
+            self._peer_closed = True
             return b""
         except ssl.SSLError as exc:
             self.client_auth_pending = False
             raise self.fail(exc) from None
-        if data and len(data) < max_bytes and self._incoming.pending:
+        if not data:
+            self._peer_closed = True
+        if data and len(data) < max_bytes and (self._incoming.pending or self._staged):
             chunks = [data]
             size = len(data)
             while size < max_bytes:
                 try:
                     more = sslobj.read(max_bytes - size)
-                except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
-                    # SSLZeroReturnError: the peer's close_notify after our own
-                    # (half-close); the next read() returns b"" for it.
+                except ssl.SSLWantReadError:
+                    if self._feed():
+                        continue
+                    break
+                except ssl.SSLZeroReturnError:
+                    # The peer's close_notify after our own (half-close); the next
+                    # read() returns b"" for it.
+                    self._peer_closed = True
                     break
                 except ssl.SSLError as exc:
                     # Deliver what we have; the next step raises the error again.
                     self.fail(exc)
                     break
                 if not more:
+                    self._peer_closed = True
                     break
                 chunks.append(more)
                 size += len(more)
@@ -250,7 +316,7 @@ class TLSEngine:
         try:
             return self.ssl_object.write(data)
         except ssl.SSLWantReadError:
-            return NEED_DATA
+            return self.write(data) if self._feed() else NEED_DATA
         except ssl.SSLError as exc:
             if exc.reason == "PROTOCOL_IS_SHUTDOWN":
                 # Writing after our own close_notify is the caller's mistake, not a
@@ -268,19 +334,24 @@ class TLSEngine:
         """
         if self._error is not None:
             raise self._error
-        if self._incoming.pending or self.ssl_object.pending():
+        if self._incoming.pending or self._staged or self.ssl_object.pending():
             self._drain_into(keep)
         try:
             self.ssl_object.unwrap()
         except ssl.SSLWantReadError:
-            return NEED_DATA
+            return self.unwrap(keep) if self._feed() else NEED_DATA
         except ssl.SSLError as exc:
             raise self.fail(exc) from None
+        self._peer_closed = True
         return True
 
     def leftover(self) -> bytes:
         """After a completed unwrap: the plaintext the peer sent after close_notify."""
-        return self._incoming.read()
+        data = self._incoming.read()
+        if self._staged:
+            data += bytes(self._staged)
+            self._staged = b""
+        return data
 
     # -- post-handshake client authentication ---------------------------------------
 
@@ -330,11 +401,17 @@ class TLSEngine:
         while True:
             try:
                 data = self.ssl_object.read(MAX_RECORD_PLAINTEXT)
-            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            except ssl.SSLWantReadError:
+                if self._feed():
+                    continue
+                return
+            except ssl.SSLZeroReturnError:
+                self._peer_closed = True
                 return
             except ssl.SSLError as exc:
                 raise self.fail(exc) from None
             if not data:
+                self._peer_closed = True
                 return
             if keep is not None:
                 keep += data
