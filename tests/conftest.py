@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import ssl
 from pathlib import Path
 from typing import Any
@@ -11,11 +10,11 @@ from typing import Any
 import pytest
 import trustme
 
-from .peers import PemFiles, write_pem_files
+from .peers import PemFiles, in_ci, write_pem_files
 
 # In CI nothing may skip: a missing uvloop there is a broken install, so the test
 # runs and fails on the import instead of skipping.
-_UVLOOP_SKIP = importlib.util.find_spec("uvloop") is None and not os.environ.get("CI")
+_UVLOOP_SKIP = importlib.util.find_spec("uvloop") is None and not in_ci()
 
 
 @pytest.fixture(
