@@ -18,7 +18,9 @@ waiting for the send lock   nothing happened; for ``send``, no byte of the item 
                             ``receive`` before the error.
 waiting for receive lock    nothing happened.
 ``transport.receive``       nothing happened (the transport returns nothing to a
-                            cancelled receive).
+                            cancelled receive). The driver itself interrupts a
+                            ``receive`` waiting here when another task put plaintext
+                            in the backlog (``_to_backlog``): it returns that data.
 waiting for the handshake   (a task waiting for another task's handshake) nothing
                             happened to the stream.
 final checkpoint            not cancellable (``cancel_shielded_checkpoint``), so a

@@ -46,6 +46,14 @@ receive lock while another task received does not receive again: it retries its 
 first (the other task's bytes may be what it needed), the trick trio's ``_ssl.py``
 uses with its ``_inner_recv_count``.
 
+One more trap of full duplex under TLS 1.2: during a renegotiation OpenSSL accepts
+application data arriving in front of the handshake messages only inside ``read()``;
+a ``write()`` that drives the handshake fails on it with ``UNEXPECTED_RECORD``. So a
+writer first decrypts buffered input into a *backlog* that ``receive`` empties before
+it decrypts anything new (order is kept), and wakes a ``receive`` blocked on the
+transport, since the data it waits for may now be in the backlog. A post-handshake
+authentication waiter does the same with the data that arrives before the answer.
+
 Errors
 ------
 The first fatal :exc:`ssl.SSLError` is kept and raised again by every later step:
