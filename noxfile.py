@@ -134,6 +134,13 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """The side-by-side benchmark (docs/benchmarks.md); ``-- --quick`` for a short run."""
+    session.install("-e", ".", "trio", "trustme", "uvloop; sys_platform != 'win32'")
+    session.run("python", "-m", "bench", *session.posargs)
+
+
+@nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation; any warning fails the build."""
     session.install("-e", ".[cli,trio]", "-r", "docs/requirements.txt")

@@ -1,0 +1,268 @@
+"""The benchmark's CI guard, and the guards of the speed changes it led to.
+
+1. :func:`test_no_gross_regression_against_anyio`: anyiotls against
+   ``anyio.streams.tls.TLSStream`` in one process, on the same backend, over loopback
+   TCP, with the benchmark's own scenarios (``bench/``): (a) 64 KiB sends and (b)
+   1 KiB sends. It compares *ratios* measured in the same run, never absolute times,
+   and fails only on a gross regression: anyiotls at less than
+   :data:`GROSS_REGRESSION` of anyio's throughput, i.e. twice as slow. The two are
+   within about 10 % of each other (``docs/benchmarks.md``), so a noisy run does not
+   fail it, while work added per record or per byte (a quadratic buffer, a copy per
+   call, a sleep or an extra round trip through the event loop) does. The full
+   comparison is ``python -m bench``.
+
+2. The speed changes in ``_engine.py`` and ``_driver.py``: large transport reads
+   staged outside OpenSSL's memory BIO (which never gives back the memory it grew
+   to), byte streams asked for :data:`~anyiotls._driver.TRANSPORT_RECEIVE_SIZE`,
+   and ``receive()`` going straight to the transport when nothing is buffered.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import ByteStream
+from bench import scenarios
+from bench.impls import AnyIOStreamsTLS, AnyIOTLS, Contexts
+from bench.worker import settle_malloc
+
+from anyiotls import TLSStream
+from anyiotls import _engine as engine_module
+from anyiotls._driver import TRANSPORT_RECEIVE_SIZE
+from anyiotls._engine import FEED_SIZE, NEED_DATA
+
+from .engine_pair import EnginePair
+from .pairs import handshake_pair, memory_transports, tcp_transports
+
+#: anyiotls / anyio below this fails the guard (measured: 0.87-1.06; see above).
+GROSS_REGRESSION = 0.5
+
+#: Interleaved rounds per scenario; the best round of each side counts (noise from
+#: other processes only ever slows a round down).
+ROUNDS = 5
+
+SCENARIOS = {
+    "64KiB-sends": (65536, 16 * 2**20),
+    "1KiB-sends": (1024, 2**20),
+}
+
+
+@pytest.fixture(scope="module")
+def bench_contexts() -> Contexts:
+    return Contexts.create()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+async def test_no_gross_regression_against_anyio(
+    bench_contexts: Contexts, scenario: str
+) -> None:
+    send_size, total = SCENARIOS[scenario]
+    settle_malloc()  # the same allocator state for both (see bench/worker.py)
+    best: dict[str, float] = {"anyiotls": 0.0, "anyio": 0.0}
+    impls = [AnyIOTLS(), AnyIOStreamsTLS()]
+    with anyio.fail_after(30):
+        for round_ in range(ROUNDS):
+            for impl in impls if round_ % 2 == 0 else impls[::-1]:
+                speed = await scenarios.one_way(impl, bench_contexts, send_size, total)
+                best[impl.name] = max(best[impl.name], speed)
+    ratio = best["anyiotls"] / best["anyio"]
+    assert ratio >= GROSS_REGRESSION, (
+        f"{scenario}: anyiotls {best['anyiotls']:.1f} MB/s is {ratio:.2f}x "
+        f"anyio.streams.tls.TLSStream's {best['anyio']:.1f} MB/s (best of {ROUNDS})"
+    )
+
+
+# -- the engine stages large transport reads ---------------------------------------
+
+
+def _handshaken() -> EnginePair:
+    pair = EnginePair(version="1.3")
+    pair.handshake()
+    pair.server.write(b"tickets")  # the client reads the session tickets first
+    pair.pump(pair.server)
+    assert pair.read_all(pair.client) == b"tickets"
+    return pair
+
+
+def _ciphertext(pair: EnginePair, data: bytes, piece: int = 65536) -> bytes:
+    """*data* encrypted by the server in *piece*-sized writes, not yet delivered."""
+    for start in range(0, len(data), piece):
+        assert pair.server.write(data[start : start + piece]) is not NEED_DATA
+    return pair.server.data_to_send()
+
+
+def test_large_chunk_is_fed_to_the_bio_in_pieces_and_fully_decrypted() -> None:
+    pair = _handshaken()
+    plaintext = bytes(range(256)) * 1200  # 300 KiB: more than four FEED_SIZEs
+    ciphertext = _ciphertext(pair, plaintext)
+    assert len(ciphertext) > 4 * FEED_SIZE
+    pair.client.receive_data(ciphertext)
+    # OpenSSL's memory BIO keeps the memory it grew to: it must never hold more
+    # than one piece (plus an incomplete record) at a time.
+    assert pair.client._incoming.pending <= FEED_SIZE
+    assert pair.client.has_buffered_input
+    assert not pair.client.needs_peer_data
+    received = bytearray()
+    while len(received) < len(plaintext):
+        data = pair.client.read(65536)
+        assert data, "NEED_DATA while staged ciphertext remained"
+        assert len(data) <= 65536
+        assert pair.client._incoming.pending <= FEED_SIZE
+        received += data
+    assert received == plaintext
+    assert pair.client.read(65536) is NEED_DATA
+    assert not pair.client.has_buffered_input
+    assert pair.client.needs_peer_data
+
+
+def test_every_step_feeds_staged_bytes_before_asking_for_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With 100-byte pieces every step (handshake, read, unwrap) must feed the BIO
+    # again and again: none may return NEED_DATA while staged bytes remain.
+    monkeypatch.setattr(engine_module, "FEED_SIZE", 100)
+    pair = EnginePair(version="1.3")
+    assert pair.client.do_handshake() is NEED_DATA
+    pair.pump(pair.client)
+    assert pair.server.do_handshake() is NEED_DATA
+    pair.pump(pair.server)  # the server's whole flight, staged in pieces
+    assert pair.client.do_handshake() is True
+    pair.pump(pair.client)
+    assert pair.server.do_handshake() is True
+    plaintext = bytes(range(256)) * 300
+    assert pair.server.write(plaintext) == len(plaintext)
+    pair.pump(pair.server)  # session tickets and data in one chunk
+    assert pair.read_all(pair.client, 65536) == plaintext
+    assert pair.client.unwrap() is NEED_DATA
+    pair.pump(pair.client)
+    assert pair.read_all(pair.server) == b""
+    assert pair.server.unwrap() is True
+    pair.client.receive_data(pair.server.data_to_send() + b"plaintext after TLS")
+    assert pair.client.unwrap() is True
+    assert pair.client.leftover() == b"plaintext after TLS"
+
+
+def test_leftover_after_unwrap_includes_staged_plaintext() -> None:
+    # A STARTTLS downgrade whose peer sends a lot of plaintext right after its
+    # close_notify, all of it in one transport read.
+    pair = _handshaken()
+    assert pair.client.unwrap() is NEED_DATA
+    pair.pump(pair.client)
+    assert pair.server.unwrap() is True
+    plaintext = b"EHLO after the downgrade\r\n" * 10000  # ~254 KiB
+    pair.client.receive_data(pair.server.data_to_send() + plaintext)
+    assert pair.client.unwrap() is True
+    assert pair.client.leftover() == plaintext
+
+
+def test_eof_after_a_staged_chunk_comes_after_all_its_data() -> None:
+    pair = _handshaken()
+    plaintext = b"x" * (3 * FEED_SIZE)
+    pair.client.receive_data(_ciphertext(pair, plaintext))
+    pair.client.receive_data(b"")  # the transport ended (no close_notify)
+    received = bytearray()
+    while len(received) < len(plaintext):
+        received += pair.client.read(65536) or b""
+    assert received == plaintext
+    with pytest.raises(ssl.SSLEOFError):  # then the truncation shows
+        pair.client.read(65536)
+
+
+def test_close_notify_in_the_same_chunk_as_data_is_remembered() -> None:
+    # receive() skips read() when needs_peer_data says it could only return
+    # NEED_DATA; after a close_notify read in the drain loop, it must not say so.
+    pair = _handshaken()
+    pair.server.write(b"one")
+    pair.server.write(b"two")
+    assert pair.server.unwrap() is NEED_DATA
+    pair.pump(pair.server)
+    assert pair.client.read(65536) == b"onetwo"
+    assert not pair.client.needs_peer_data
+    assert pair.client.read(65536) == b""
+
+
+# -- the driver asks byte streams for large reads ----------------------------------
+
+
+class RecordingStream(ByteStream):
+    """A byte stream that records the ``max_bytes`` of every ``receive``."""
+
+    def __init__(self, inner: ByteStream) -> None:
+        self.inner = inner
+        self.sizes: list[int] = []
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        self.sizes.append(max_bytes)
+        return await self.inner.receive(max_bytes)
+
+    async def send(self, item: bytes) -> None:
+        await self.inner.send(item)
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self.inner.extra_attributes
+
+
+@pytest.mark.anyio
+async def test_byte_stream_transport_is_asked_for_large_reads(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    async with tcp_transports() as (client_transport, server_transport):
+        recording = RecordingStream(server_transport)
+        client, server = await handshake_pair(
+            client_transport, recording, client_context, server_context
+        )
+        payload = b"z" * 300_000
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.send, payload)
+                received = bytearray()
+                while len(received) < len(payload):
+                    received += await server.receive()
+        assert received == payload
+        assert set(recording.sizes) == {TRANSPORT_RECEIVE_SIZE}
+
+
+@pytest.mark.anyio
+async def test_object_stream_transport_is_called_without_a_size(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    # Object streams take no max_bytes: the large-read request must not reach them.
+    client_transport, server_transport = memory_transports()
+    client, server = await handshake_pair(
+        client_transport, server_transport, client_context, server_context
+    )
+    with anyio.fail_after(10):
+        await client.send(b"hello")
+        assert await server.receive() == b"hello"
+
+
+@pytest.mark.anyio
+async def test_receive_after_half_close_keeps_raising_end_of_stream(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    # The peer sends close_notify but keeps the transport open: a second receive()
+    # must see the close_notify again, not wait on the transport forever.
+    client_transport, server_transport = memory_transports()
+    client, server = await handshake_pair(
+        client_transport, server_transport, client_context, server_context
+    )
+    assert isinstance(server, TLSStream)
+    with anyio.fail_after(10):
+        await server.send(b"last words")
+        await server.send_eof()
+        assert await client.receive() == b"last words"
+        for _ in range(2):
+            with pytest.raises(anyio.EndOfStream):
+                await client.receive()
