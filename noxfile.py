@@ -135,7 +135,7 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The side-by-side benchmark (docs/benchmarks.md); ``-- --quick`` for a short run."""
+    """The side-by-side benchmark (docs/benchmarks.md); ``-- --quick``: short."""
     session.install("-e", ".", "trio", "trustme", "uvloop; sys_platform != 'win32'")
     session.run("python", "-m", "bench", *session.posargs)
 
