@@ -462,8 +462,8 @@ class TLSConnectable(_ConnectableBase):
     ) -> None:
         """See the class docstring."""
         self.connectable = connectable
-        self.ssl_context: ssl.SSLContext = ssl_context or ssl.create_default_context(
-            ssl.Purpose.SERVER_AUTH
+        self.ssl_context: ssl.SSLContext = ssl_context or default_context(
+            server_side=False
         )
         if not isinstance(self.ssl_context, ssl.SSLContext):
             raise TypeError(

@@ -537,6 +537,12 @@ class TLSDriver:
         """
         with self._recv_conflict:
             if self._state is not _State.OPEN or self._handshake is not _Handshake.DONE:
+                if self._backlog and self._state is _State.BROKEN:
+                    # Decrypted before the stream broke: returned before the error.
+                    await checkpoint()
+                    chunk = bytes(self._backlog[:max_bytes])
+                    del self._backlog[:max_bytes]
+                    return chunk
                 await self._ensure_usable()
             engine = self._engine
             starved = False

@@ -142,6 +142,12 @@ class TLSEngine:
         server_side: bool,
         server_hostname: str | bytes | None,
     ) -> None:
+        if not server_side and server_hostname is None and ssl_context.check_hostname:
+            # Python's own sockets refuse this; wrap_bio() would check no name at all.
+            raise ValueError(
+                "check_hostname requires server_hostname: give the server's host "
+                "name, or turn check_hostname off in the context"
+            )
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         #: the SSLObject; public so the faces can expose it as an attribute
