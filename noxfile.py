@@ -133,6 +133,18 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", "--strict", "src/")
 
 
+@nox.session(python="3.11")
+def reliability(session: nox.Session) -> None:
+    """The heavy form of tests/reliability (ANYIOTLS_RELIABILITY=full)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-c", PRINT_VERSIONS)
+    session.run(
+        "pytest",
+        *(session.posargs or ["tests/reliability"]),
+        env={"ANYIOTLS_RELIABILITY": "full"},
+    )
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
     """The side-by-side benchmark (docs/benchmarks.md); ``-- --quick``: short."""
