@@ -63,9 +63,8 @@ from ._locks import ConflictDetector, FIFOLock
 _T = TypeVar("_T")
 _A = TypeVar("_A")
 
-#: Plaintext taken out of the engine per step while waiting for a post-handshake
-#: answer (the transport is asked for :data:`TRANSPORT_RECEIVE_SIZE` if it takes a
-#: size, and called without one otherwise, which lets object streams serve too).
+#: Plaintext taken out of the engine per read when a step other than ``receive``
+#: decrypts into the backlog (a post-handshake auth waiter, a TLS 1.2 writer).
 RECEIVE_SIZE = 65536
 
 
@@ -181,8 +180,11 @@ class TLSDriver:
         #: whether another task may decrypt data for ``receive()`` (TLS 1.2 writes
         #: during a renegotiation, a post-handshake auth waiter): set by handshake()
         self._receive_wakeable = False
-        #: below TLS 1.3 the peer may renegotiate: see _write_step
-        self._renegotiation_possible = False
+        #: what ``send`` calls: the bare ``write`` under TLS 1.3, where no peer can
+        #: renegotiate; :meth:`_write_step` below it (chosen by handshake())
+        self._send_step: Callable[[bytes | bytearray | memoryview], int | None] = (
+            self._write_step
+        )
         #: plaintext decrypted but not yet returned by ``receive`` (kept in order)
         self._backlog = bytearray()
         self._send_conflict = ConflictDetector(
@@ -441,10 +443,11 @@ class TLSDriver:
         messages, but OpenSSL accepts application data arriving in front of them
         only inside ``read()``; inside ``write()`` it is a fatal
         ``UNEXPECTED_RECORD``. So under TLS 1.2, buffered input is first decrypted
-        into the backlog (``receive()`` returns it first, in order).
+        into the backlog (``receive()`` returns it first, in order). TLS 1.3 sends
+        use ``write()`` directly (see ``_send_step``).
         """
         engine = self._engine
-        if self._renegotiation_possible and engine.has_buffered_input:
+        if engine.has_buffered_input:
             self._drain_to_backlog()
         return engine.write(data)
 
@@ -498,8 +501,10 @@ class TLSDriver:
         else:
             self._handshake = _Handshake.DONE
             sslobj = self._engine.ssl_object
-            self._renegotiation_possible = sslobj.version() != "TLSv1.3"
-            self._receive_wakeable = self._renegotiation_possible or (
+            renegotiation_possible = sslobj.version() != "TLSv1.3"
+            if not renegotiation_possible:
+                self._send_step = self._engine.write
+            self._receive_wakeable = renegotiation_possible or (
                 sslobj.server_side and self._client_auth_configured
             )
         finally:
@@ -593,7 +598,7 @@ class TLSDriver:
                 return
             await checkpoint_if_cancelled()
             try:
-                await self._retry(self._write_step, data, lock_first=True)
+                await self._retry(self._send_step, data, lock_first=True)
             except ssl.SSLError as exc:
                 raise self._break(exc) from exc
 
