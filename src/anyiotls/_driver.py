@@ -94,6 +94,56 @@ def _receive_size(receive: Callable[..., Awaitable[bytes]]) -> int | None:
     return None
 
 
+class _Checkpoints(NamedTuple):
+    checkpoint: Callable[[], Awaitable[None]]
+    checkpoint_if_cancelled: Callable[[], Awaitable[None]]
+    cancel_shielded_checkpoint: Callable[[], Awaitable[None]]
+
+
+#: AnyIO's public functions: they look the running backend up on every call.
+_PUBLIC_CHECKPOINTS = _Checkpoints(
+    checkpoint, checkpoint_if_cancelled, cancel_shielded_checkpoint
+)
+
+
+def _backend_checkpoints() -> _Checkpoints:
+    """The running event loop's own checkpoint functions, found once per stream.
+
+    ``anyio.lowlevel.checkpoint_if_cancelled()`` asks sniffio which library runs and
+    looks its backend up on *every* call: half of its 1.4 µs on asyncio, paid twice
+    per send and receive. A stream lives in one event loop, so the driver looks the
+    backend up once, at the handshake. (``get_async_backend`` is AnyIO's internal
+    name, present since 4.0; should it move, the public functions are used.)
+    """
+    try:
+        from anyio._core._eventloop import get_async_backend
+
+        backend = get_async_backend()
+    except Exception:  # pragma: no cover - a future AnyIO without this name
+        return _PUBLIC_CHECKPOINTS
+    found = _checkpoints_by_backend.get(backend)
+    if found is None:
+        trio = sys.modules.get("trio")
+        if trio is not None and backend.__name__ == "TrioBackend":
+            # AnyIO's Trio backend only wraps these (one coroutine less each).
+            found = _Checkpoints(
+                trio.lowlevel.checkpoint,
+                trio.lowlevel.checkpoint_if_cancelled,
+                trio.lowlevel.cancel_shielded_checkpoint,
+            )
+        else:
+            found = _Checkpoints(
+                backend.checkpoint,
+                backend.checkpoint_if_cancelled,
+                backend.cancel_shielded_checkpoint,
+            )
+        _checkpoints_by_backend[backend] = found
+    return found
+
+
+_checkpoints_by_backend: dict[Any, _Checkpoints] = {}
+
+
 def _describe(exc: BaseException) -> BaseException:
     """The cause to record for a broken stream: cancellations become a sentence."""
     if isinstance(exc, Exception):
@@ -142,6 +192,34 @@ class _Handshake(enum.Enum):
 class TLSDriver:
     """Drives a :class:`TLSEngine` over a transport; shared by both faces."""
 
+    __slots__ = (
+        "_backlog",
+        "_broken_cause",
+        "_client_auth_configured",
+        "_close_notify_sent",
+        "_cp",
+        "_engine",
+        "_errors",
+        "_handshake",
+        "_handshake_finished",
+        "_held",
+        "_ragged_eof_is_error",
+        "_receive_size",
+        "_receive_wakeable",
+        "_recv_conflict",
+        "_recv_count",
+        "_recv_lock",
+        "_recv_wakeup",
+        "_renegotiable",
+        "_send_conflict",
+        "_send_lock",
+        "_state",
+        "_transport_at_eof",
+        "_transport_eof",
+        "_transport_receive",
+        "_transport_send",
+    )
+
     def __init__(
         self,
         engine: TLSEngine,
@@ -152,7 +230,6 @@ class TLSDriver:
         errors: FaceErrors,
         ragged_eof_is_error: bool,
         client_auth_configured: bool,
-        hold_server_tickets: bool = False,
     ) -> None:
         self._engine = engine
         self._transport_send = transport_send
@@ -162,11 +239,12 @@ class TLSDriver:
         self._errors = errors
         self._ragged_eof_is_error = ragged_eof_is_error
         self._client_auth_configured = client_auth_configured
-        #: keep a TLS 1.3 server's session tickets out of the handshake (trio's rule,
-        #: see :meth:`handshake`); they leave with the next flush that sends something
-        self._hold_server_tickets = hold_server_tickets
+        #: a TLS 1.3 server's session tickets, held back for the next flush (see
+        #: :meth:`handshake`)
         self._held = b""
         self._state = _State.OPEN
+        #: the checkpoint functions; the running backend's own from the handshake on
+        self._cp = _PUBLIC_CHECKPOINTS
         self._broken_cause: BaseException | None = None
         self._handshake = _Handshake.NOT_STARTED
         self._handshake_finished: Event | None = None
@@ -180,11 +258,10 @@ class TLSDriver:
         #: whether another task may decrypt data for ``receive()`` (TLS 1.2 writes
         #: during a renegotiation, a post-handshake auth waiter): set by handshake()
         self._receive_wakeable = False
-        #: what ``send`` calls: the bare ``write`` under TLS 1.3, where no peer can
-        #: renegotiate; :meth:`_write_step` below it (chosen by handshake())
-        self._send_step: Callable[[bytes | bytearray | memoryview], int | None] = (
-            self._write_step
-        )
+        #: whether ``send`` calls :meth:`_write_step` (below TLS 1.3) or the bare
+        #: ``write`` (TLS 1.3: no peer can renegotiate); set by handshake(). A flag,
+        #: not a stored bound method: that would be a reference cycle per stream.
+        self._renegotiable = True
         #: plaintext decrypted but not yet returned by ``receive`` (kept in order)
         self._backlog = bytearray()
         self._send_conflict = ConflictDetector(
@@ -265,6 +342,7 @@ class TLSDriver:
         yielded: bool = False,
         hold_final: bool = False,
         wakeable: bool = False,
+        resumed: bool = False,
     ) -> _T | None:
         """Call *step* until it returns a result; flush after every call.
 
@@ -277,6 +355,8 @@ class TLSDriver:
         * ``hold_final``: if the step finishes under TLS 1.3, keep what its last call
           wrote (a server's session tickets) for the next flush instead of sending it.
         * ``wakeable``: passed to :meth:`_receive_into_engine` (``receive()`` only).
+        * ``resumed``: the step (a ``write``) already returned NEED_DATA once, in
+          ``send``'s fast path: from now on it must be finished.
 
         Raises what the step raises (:exc:`ssl.SSLError`), the face's
         ``BrokenResourceError`` when the transport fails, or a cancellation.
@@ -287,7 +367,7 @@ class TLSDriver:
         engine = self._engine
         send_lock = self._send_lock
         holding = False
-        must_finish = False  # a write that needed data must be retried, or break
+        must_finish = resumed  # a write that needed data must be retried, or break
         try:
             while True:
                 if lock_first and not holding:
@@ -345,7 +425,7 @@ class TLSDriver:
     async def _flush(self) -> None:
         """Send everything in the outgoing BIO. The caller holds the send lock."""
         data = self._engine.data_to_send()
-        if self._held:  # rare: a TLS 1.3 server's tickets held back (see handshake)
+        if self._held:  # a TLS 1.3 server's tickets, held back (see handshake)
             data = self._held + data
             self._held = b""
         try:
@@ -444,7 +524,7 @@ class TLSDriver:
         only inside ``read()``; inside ``write()`` it is a fatal
         ``UNEXPECTED_RECORD``. So under TLS 1.2, buffered input is first decrypted
         into the backlog (``receive()`` returns it first, in order). TLS 1.3 sends
-        use ``write()`` directly (see ``_send_step``).
+        use ``write()`` directly (see ``_renegotiable``).
         """
         engine = self._engine
         if engine.has_buffered_input:
@@ -479,17 +559,20 @@ class TLSDriver:
             raise self._state_error()
 
         self._handshake = _Handshake.RUNNING
+        self._cp = _backend_checkpoints()
         try:
-            await checkpoint_if_cancelled()
+            await self._cp.checkpoint_if_cancelled()
             # A TLS 1.3 server writes its session tickets as the handshake's last
-            # step; sending them right away can deadlock over a transport without
-            # buffering while the client only sends (the OpenSSL issues 7948 and
-            # 7967; trio's _ssl.py holds them back the same way).
+            # step. They are held back and leave with the server's first flush
+            # (its first send, a post-handshake message or close_notify): sent
+            # right away, they can deadlock a transport without buffering while
+            # the client only sends (the OpenSSL issues 7948 and 7967; trio's
+            # _ssl.py holds them back the same way), and every handshake would
+            # cost the server one more transport send.
             await self._retry(
                 self._engine.do_handshake,
                 None,
-                hold_final=self._hold_server_tickets
-                and self._engine.ssl_object.server_side,
+                hold_final=self._engine.ssl_object.server_side,
             )
         except ssl.SSLError as exc:
             self._handshake = _Handshake.FAILED
@@ -502,8 +585,7 @@ class TLSDriver:
             self._handshake = _Handshake.DONE
             sslobj = self._engine.ssl_object
             renegotiation_possible = sslobj.version() != "TLSv1.3"
-            if not renegotiation_possible:
-                self._send_step = self._engine.write
+            self._renegotiable = renegotiation_possible
             self._receive_wakeable = renegotiation_possible or (
                 sslobj.server_side and self._client_auth_configured
             )
@@ -550,23 +632,59 @@ class TLSDriver:
                     return chunk
                 await self._ensure_usable()
             engine = self._engine
-            starved = False
+            wakeable = self._receive_wakeable
             if self._backlog or engine.has_buffered_input:
-                await checkpoint()
+                await self._cp.checkpoint()
                 yielded = True
             elif (
-                engine.needs_peer_data
+                engine.read_waits_for_peer  # and nothing is buffered (just seen)
                 and not engine.has_data_to_send  # bytes to flush go out first
                 and not self._transport_at_eof
             ):
-                starved = yielded = True  # the transport's receive is the checkpoint
-            else:
-                await checkpoint_if_cancelled()
-                yielded = False
-            try:
-                wakeable = self._receive_wakeable
-                if starved:  # a read() now could only say NEED_DATA: skip it
+                # A read() now could only say NEED_DATA: receive first. The
+                # transport's receive is the checkpoint.
+                yielded = True
+                lock = self._recv_lock
+                if wakeable or lock.locked:
                     await self._receive_into_engine(wakeable)
+                else:  # the fast path of _receive_into_engine
+                    lock.locked = True
+                    try:
+                        size = self._receive_size
+                        receive = self._transport_receive
+                        try:
+                            received = await (
+                                receive() if size is None else receive(size)
+                            )
+                        except self._transport_eof:
+                            received = b""
+                        except Exception as exc:
+                            raise self._break(exc) from exc
+                        if not received:
+                            self._transport_at_eof = True
+                        engine.receive_data(received)
+                        self._recv_count += 1
+                    finally:
+                        lock.release()
+            else:
+                await self._cp.checkpoint_if_cancelled()
+                yielded = False
+            if yielded:
+                # Fast path: one read step that needs no flush and no more data is
+                # the whole receive. Anything else (NEED_DATA, an error, bytes to
+                # flush) goes to the retry loop, which calls the step again: the
+                # engine raises a recorded error again, and plaintext put back in
+                # the backlog is what the step returns first.
+                try:
+                    result = self._read_step(max_bytes)
+                except ssl.SSLError:
+                    pass
+                else:
+                    if result is not NEED_DATA:
+                        if not engine.has_data_to_send:
+                            return result
+                        self._backlog[0:0] = result
+            try:
                 data = await self._retry(
                     self._read_step,
                     max_bytes,
@@ -587,20 +705,66 @@ class TLSDriver:
         Cancelled: either nothing of *data* reached the transport and the stream is
         usable, or the stream is broken.
         """
-        with self._send_conflict:
-            if self._state is not _State.OPEN or self._handshake is not _Handshake.DONE:
-                await self._ensure_usable()
-            if self._close_notify_sent:
-                await checkpoint()
-                raise self._errors.closed()
-            if not data:  # write(b"") is not a no-op in every Python version
-                await checkpoint()
-                return
-            await checkpoint_if_cancelled()
+        conflict = self._send_conflict  # (``with conflict:`` costs two calls)
+        if conflict.busy:
+            raise conflict.make_error()
+        conflict.busy = True
+        try:
+            resumed = False
+            if (
+                data
+                and self._handshake is _Handshake.DONE
+                and self._state is _State.OPEN
+                and not self._close_notify_sent
+            ):
+                await self._cp.checkpoint_if_cancelled()
+                lock = self._send_lock
+                if not lock.locked:
+                    # Fast path: one step, one flush, no retry loop. Anything
+                    # unusual (NEED_DATA, an error) goes on in the loop below,
+                    # which calls the step again: OpenSSL wants a write retried
+                    # with the same data, and the engine raises a recorded error
+                    # again.
+                    lock.locked = True
+                    try:
+                        result = (
+                            self._write_step(data)
+                            if self._renegotiable
+                            else self._engine.write(data)
+                        )
+                    except ssl.SSLError:
+                        result = NEED_DATA
+                    else:
+                        if result is not NEED_DATA:
+                            await self._flush()  # the checkpoint (a write writes)
+                            return
+                        resumed = True
+                    finally:
+                        lock.release()
+            else:
+                if (
+                    self._state is not _State.OPEN
+                    or self._handshake is not _Handshake.DONE
+                ):
+                    await self._ensure_usable()
+                if self._close_notify_sent:
+                    await checkpoint()
+                    raise self._errors.closed()
+                if not data:  # write(b"") is not a no-op in every Python version
+                    await checkpoint()
+                    return
+                await self._cp.checkpoint_if_cancelled()
             try:
-                await self._retry(self._send_step, data, lock_first=True)
+                await self._retry(
+                    self._write_step if self._renegotiable else self._engine.write,
+                    data,
+                    lock_first=True,
+                    resumed=resumed,
+                )
             except ssl.SSLError as exc:
                 raise self._break(exc) from exc
+        finally:
+            conflict.busy = False
 
     async def send_eof(self) -> None:
         """Send close_notify and keep receiving (TLS 1.3 half-close).

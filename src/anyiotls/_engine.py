@@ -199,13 +199,16 @@ class TLSEngine:
         Nothing buffered, no error, no close_notify read, no request pending: the
         driver may then go to the transport without calling ``read()`` first.
         """
+        return self.read_waits_for_peer and not self.has_buffered_input
+
+    @property
+    def read_waits_for_peer(self) -> bool:
+        """:attr:`needs_peer_data` for a caller that knows nothing is buffered.
+
+        No close_notify read, no error, no request pending.
+        """
         return not (
-            self._incoming.pending
-            or self._staged
-            or self._peer_closed
-            or self._error is not None
-            or self.client_auth_pending
-            or self.ssl_object.pending()
+            self._peer_closed or self._error is not None or self.client_auth_pending
         )
 
     def receive_data(self, data: bytes) -> None:

@@ -29,36 +29,36 @@ class FIFOLock:
     that arrives later can never overtake one that waits.
     """
 
-    __slots__ = ("_locked", "_waiters")
+    __slots__ = ("_waiters", "locked")
 
     def __init__(self) -> None:
-        self._locked = False
-        # A list, not a deque: an empty deque costs ~600 B per stream, and a lock
-        # rarely has more than one waiter.
-        self._waiters: list[Event] = []
-
-    @property
-    def locked(self) -> bool:
-        """``True`` while some task holds the lock."""
-        return self._locked
+        #: ``True`` while some task holds the lock. A plain attribute: the driver's
+        #: fast paths test it, and take a free lock by setting it, without a call.
+        self.locked = False
+        # A list, not a deque (an empty deque costs ~600 B), made by the first
+        # waiter: most streams never have one, and a stream has two locks.
+        self._waiters: list[Event] | None = None
 
     async def acquire(self) -> bool:
         """Take the lock; return ``True`` if this had to wait (and so yielded).
 
         Cancelled while waiting: the lock is not taken and nobody's turn is lost.
         """
-        if not self._locked:  # invariant: waiters exist only while locked
-            self._locked = True
+        if not self.locked:  # invariant: waiters exist only while locked
+            self.locked = True
             return False
         event = Event()
-        self._waiters.append(event)
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = []
+        waiters.append(event)
         try:
             await event.wait()
         except BaseException:
             if event.is_set():  # the lock was handed to us as we were cancelled
                 self.release()
             else:
-                self._waiters.remove(event)
+                waiters.remove(event)
             raise
         return True
 
@@ -67,27 +67,24 @@ class FIFOLock:
         if self._waiters:
             self._waiters.pop(0).set()
         else:
-            self._locked = False
+            self.locked = False
 
 
 class ConflictDetector:
     """Detects two tasks using one direction of a stream at once."""
 
-    __slots__ = ("_busy", "_make_error")
+    __slots__ = ("busy", "make_error")
 
     def __init__(self, make_error: Callable[[], Exception]) -> None:
-        self._busy = False
-        self._make_error = make_error
+        #: ``True`` while a task is inside (the fast paths set it without ``with``)
+        self.busy = False
+        #: makes the face's ``BusyResourceError``
+        self.make_error = make_error
 
     def __enter__(self) -> None:
-        if self._busy:
-            raise self._make_error()
-        self._busy = True
+        if self.busy:
+            raise self.make_error()
+        self.busy = True
 
     def __exit__(self, *exc_info: object) -> None:
-        self._busy = False
-
-    @property
-    def busy(self) -> bool:
-        """``True`` while a task is inside."""
-        return self._busy
+        self.busy = False

@@ -135,7 +135,6 @@ class SSLStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
             errors=_ERRORS,
             ragged_eof_is_error=not https_compatible,
             client_auth_configured=client_auth_configured(ssl_context),
-            hold_server_tickets=True,
         )
 
     @property
