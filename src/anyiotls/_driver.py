@@ -371,7 +371,8 @@ class TLSDriver:
         try:
             while True:
                 if lock_first and not holding:
-                    yielded |= await send_lock.acquire()
+                    if not send_lock.try_acquire():
+                        yielded |= await send_lock.acquire()
                     holding = True
                 try:
                     result = step(arg)
@@ -379,7 +380,7 @@ class TLSDriver:
                     # Tell the peer why (an alert), if the send lock is ours to take.
                     if engine.has_data_to_send and (holding or not send_lock.locked):
                         if not holding:
-                            await send_lock.acquire()  # free: returns at once
+                            send_lock.try_acquire()  # free (tested above)
                             holding = True
                         await self._send_alert()
                     raise
@@ -394,7 +395,8 @@ class TLSDriver:
                 if engine.has_data_to_send:
                     try:
                         if not holding:
-                            yielded |= await send_lock.acquire()
+                            if not send_lock.try_acquire():
+                                yielded |= await send_lock.acquire()
                             holding = True
                         await self._flush()
                         yielded = True
@@ -459,7 +461,8 @@ class TLSDriver:
         """
         count = self._recv_count
         lock = self._recv_lock
-        await lock.acquire()
+        if not lock.try_acquire():
+            await lock.acquire()
         try:
             if count != self._recv_count:
                 return  # someone received while we waited: retry the step first
@@ -645,10 +648,9 @@ class TLSDriver:
                 # transport's receive is the checkpoint.
                 yielded = True
                 lock = self._recv_lock
-                if wakeable or lock.locked:
+                if wakeable or not lock.try_acquire():
                     await self._receive_into_engine(wakeable)
                 else:  # the fast path of _receive_into_engine
-                    lock.locked = True
                     try:
                         size = self._receive_size
                         receive = self._transport_receive
@@ -719,13 +721,12 @@ class TLSDriver:
             ):
                 await self._cp.checkpoint_if_cancelled()
                 lock = self._send_lock
-                if not lock.locked:
+                if lock.try_acquire():
                     # Fast path: one step, one flush, no retry loop. Anything
                     # unusual (NEED_DATA, an error) goes on in the loop below,
                     # which calls the step again: OpenSSL wants a write retried
                     # with the same data, and the engine raises a recorded error
                     # again.
-                    lock.locked = True
                     try:
                         result = (
                             self._write_step(data)

@@ -39,6 +39,13 @@ class FIFOLock:
         # waiter: most streams never have one, and a stream has two locks.
         self._waiters: list[Event] | None = None
 
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free (no await, no coroutine); return whether."""
+        if self.locked:
+            return False
+        self.locked = True
+        return True
+
     async def acquire(self) -> bool:
         """Take the lock; return ``True`` if this had to wait (and so yielded).
 
