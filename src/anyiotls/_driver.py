@@ -27,6 +27,15 @@ final checkpoint            not cancellable (``cancel_shielded_checkpoint``), so
                             finished step always returns its result.
 ==========================  ===========================================================
 
+Fast paths: ``send`` and ``receive`` first try one step with a single flush (and, for
+``receive``, a single transport read) without entering :meth:`TLSDriver._retry`.
+They add no await point: the cancellation check before a write, the flush and the
+transport read are the ones in the table. Whatever they cannot finish (NEED_DATA, an
+ssl error, bytes to flush after a read, a lock held by another task) they leave in a
+state the loop resumes from: the loop calls the step again, OpenSSL wants a write
+retried with the same data, the engine raises a recorded error again, and plaintext
+put back at the front of the backlog is what the next read step returns first.
+
 Consequences, per operation: a cancelled ``receive`` loses no data and leaves the
 stream usable unless it was flushing a protocol message (a KeyUpdate answer, a
 post-handshake reply) right then; a cancelled ``send`` either sent nothing (usable) or
@@ -470,34 +479,38 @@ class TLSDriver:
                 raise self._engine.fail(
                     ssl.SSLEOFError("the transport reached EOF")
                 ) from None
-            try:
-                if wakeable:
-                    with CancelScope() as wakeup:
-                        self._recv_wakeup = wakeup
-                        try:
-                            data = await self._receive_from_transport()
-                        finally:
-                            self._recv_wakeup = None
-                    if wakeup.cancelled_caught:
-                        return  # the backlog has data: nothing was received
-                else:
-                    data = await self._receive_from_transport()
-            except self._transport_eof:
-                data = b""
-            except Exception as exc:
-                raise self._break(exc) from exc
-            if not data:
-                self._transport_at_eof = True
-            self._engine.receive_data(data)
-            self._recv_count += 1
+            if wakeable:
+                with CancelScope() as wakeup:
+                    self._recv_wakeup = wakeup
+                    try:
+                        await self._read_transport()
+                    finally:
+                        self._recv_wakeup = None
+                # Woken (wakeup.cancelled_caught): the backlog has data, and
+                # nothing was received.
+            else:
+                await self._read_transport()
         finally:
             lock.release()
 
-    def _receive_from_transport(self) -> Awaitable[bytes]:
+    async def _read_transport(self) -> None:
+        """One transport receive into the engine. The caller holds the receive lock.
+
+        Cancelled: nothing was received (the transport returns nothing to a
+        cancelled receive).
+        """
         size = self._receive_size
-        if size is None:
-            return self._transport_receive()
-        return self._transport_receive(size)
+        receive = self._transport_receive
+        try:
+            data = await (receive() if size is None else receive(size))
+        except self._transport_eof:
+            data = b""
+        except Exception as exc:
+            raise self._break(exc) from exc
+        if not data:
+            self._transport_at_eof = True
+        self._engine.receive_data(data)
+        self._recv_count += 1
 
     def _to_backlog(self, data: bytes) -> None:
         """Keep plaintext a non-receiving step had to decrypt, for ``receive()``.
@@ -652,20 +665,7 @@ class TLSDriver:
                     await self._receive_into_engine(wakeable)
                 else:  # the fast path of _receive_into_engine
                     try:
-                        size = self._receive_size
-                        receive = self._transport_receive
-                        try:
-                            received = await (
-                                receive() if size is None else receive(size)
-                            )
-                        except self._transport_eof:
-                            received = b""
-                        except Exception as exc:
-                            raise self._break(exc) from exc
-                        if not received:
-                            self._transport_at_eof = True
-                        engine.receive_data(received)
-                        self._recv_count += 1
+                        await self._read_transport()
                     finally:
                         lock.release()
             else:

@@ -32,8 +32,8 @@ class FIFOLock:
     __slots__ = ("_waiters", "locked")
 
     def __init__(self) -> None:
-        #: ``True`` while some task holds the lock. A plain attribute: the driver's
-        #: fast paths test it, and take a free lock by setting it, without a call.
+        #: ``True`` while some task holds the lock (a plain attribute: the driver's
+        #: hot paths read it without a call)
         self.locked = False
         # A list, not a deque (an empty deque costs ~600 B), made by the first
         # waiter: most streams never have one, and a stream has two locks.
