@@ -260,6 +260,11 @@ async def test_client_answers_s_server_requests_inside_receive(
                 line = b"after request %d\n" % round_
                 await server.send_line(line)
                 assert await receive_until(stream, b"\n") == line  # answered here
+                # s_server refuses a new request until it has read the answer: our
+                # data after the answer shows it has (records arrive in order).
+                ack = b"ack %d\n" % round_
+                await stream.send(ack)
+                await server.wait_received(ack)
             await stream.send(b"done\n")
             await server.wait_received(b"done\n")
             await stream.aclose()
