@@ -433,12 +433,17 @@ class TLSDriver:
             await cancel_shielded_checkpoint()
         return result
 
-    async def _flush(self) -> None:
-        """Send everything in the outgoing BIO. The caller holds the send lock."""
+    def _take_outgoing(self) -> bytes:
+        """Everything due to the peer: held tickets first, then the outgoing BIO."""
         data = self._engine.data_to_send()
         if self._held:  # a TLS 1.3 server's tickets, held back (see handshake)
             data = self._held + data
             self._held = b""
+        return data
+
+    async def _flush(self) -> None:
+        """Send everything in the outgoing BIO. The caller holds the send lock."""
+        data = self._take_outgoing()
         try:
             await self._transport_send(data)
         except Exception as exc:
@@ -453,13 +458,8 @@ class TLSDriver:
         The caller holds the send lock. Bounded in time: a peer that does not read
         must not turn an error into a hang.
         """
-        with move_on_after(ALERT_SEND_TIMEOUT):
-            try:
-                data = self._held + self._engine.data_to_send()
-                self._held = b""
-                await self._transport_send(data)
-            except Exception:
-                pass
+        with move_on_after(ALERT_SEND_TIMEOUT), suppress(Exception):
+            await self._transport_send(self._take_outgoing())
 
     async def _receive_into_engine(self, wakeable: bool = False) -> None:
         """Feed the engine one transport receive (unless another task just did).
