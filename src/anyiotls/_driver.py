@@ -430,7 +430,7 @@ class TLSDriver:
             if holding:
                 send_lock.release()
         if not yielded:
-            await cancel_shielded_checkpoint()
+            await self._cp.cancel_shielded_checkpoint()
         return result
 
     def _take_outgoing(self) -> bytes:
