@@ -26,7 +26,7 @@ from anyio import (
 from anyio.abc import AnyByteStream, ByteStream, Listener, TaskGroup
 from anyio.streams.tls import TLSAttribute
 
-from ._context import client_auth_configured, default_context, encode_hostname
+from ._context import default_context, encode_hostname
 from ._driver import FaceErrors, TLSDriver
 from ._engine import TLSEngine, is_ragged_eof
 
@@ -40,9 +40,8 @@ logger = logging.getLogger("anyiotls")
 _ERRORS = FaceErrors(
     broken=BrokenResourceError,
     closed=ClosedResourceError,
-    busy=lambda message: BusyResourceError(
-        "sending to" if "sending" in message else "receiving from"
-    ),
+    busy_sending=lambda: BusyResourceError("sending to"),
+    busy_receiving=lambda: BusyResourceError("receiving from"),
 )
 
 
@@ -95,7 +94,6 @@ class TLSStream(ByteStream):
             transport_eof=EndOfStream,
             errors=_ERRORS,
             ragged_eof_is_error=standard_compatible,
-            client_auth_configured=client_auth_configured(ssl_context),
         )
         self._ssl_object = engine.ssl_object
 
@@ -136,7 +134,13 @@ class TLSStream(ByteStream):
             ssl_context=ssl_context,
             standard_compatible=standard_compatible,
         )
-        await stream.do_handshake()
+        # Not ``await stream.do_handshake()``: one frame less between this task
+        # and the transport at each of the handshake's waits.
+        try:
+            await stream._driver.handshake()
+        except BaseException as exc:
+            await stream._handshake_failed(exc)
+            raise
         return stream
 
     async def do_handshake(self) -> None:
@@ -155,17 +159,25 @@ class TLSStream(ByteStream):
         try:
             await self._driver.handshake()
         except BaseException as exc:
-            if not self._driver.handshake_failed:
-                raise  # e.g. a waiting task was cancelled: the handshake goes on
-            await aclose_forcefully(self.transport_stream)
-            cause = exc.__cause__
-            if (
-                isinstance(exc, BrokenResourceError)
-                and isinstance(cause, ssl.SSLError)
-                and not is_ragged_eof(cause)
-            ):
-                raise cause from None
+            await self._handshake_failed(exc)
             raise
+
+    async def _handshake_failed(self, exc: BaseException) -> None:
+        """After the handshake raised *exc*: close the transport if the handshake
+        failed, and raise its :exc:`ssl.SSLError` itself rather than the wrapper.
+
+        Returns (the caller re-raises *exc*) when there is nothing more to do.
+        """
+        if not self._driver.handshake_failed:
+            return  # e.g. a waiting task was cancelled: the handshake goes on
+        await aclose_forcefully(self.transport_stream)
+        cause = exc.__cause__
+        if (
+            isinstance(exc, BrokenResourceError)
+            and isinstance(cause, ssl.SSLError)
+            and not is_ragged_eof(cause)
+        ):
+            raise cause from None
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         """Receive up to *max_bytes* bytes of decrypted data.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ("client_auth_configured", "default_context", "encode_hostname")
+__all__ = ("default_context", "encode_hostname")
 
 import ssl
 
@@ -33,11 +33,3 @@ def encode_hostname(hostname: str | None) -> str | None:
 
         return idna.encode(hostname, uts46=True).decode("ascii")
     return hostname
-
-
-def client_auth_configured(context: ssl.SSLContext) -> bool:
-    """``True`` if a server with *context* can ask for a post-handshake certificate.
-
-    Read when the stream is created: OpenSSL reads both settings in ``wrap_bio()``.
-    """
-    return bool(context.post_handshake_auth) and context.verify_mode != ssl.CERT_NONE

@@ -50,7 +50,6 @@ from __future__ import annotations
 __all__ = ("FaceErrors", "TLSDriver")
 
 import enum
-import functools
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
@@ -115,20 +114,36 @@ _PUBLIC_CHECKPOINTS = _Checkpoints(
 )
 
 
+def _find_get_async_backend() -> Callable[[], Any] | None:
+    """AnyIO's internal ``get_async_backend`` (present since 4.0), if it exists.
+
+    Imported once: an import statement in :func:`_backend_checkpoints` would cost
+    more (0.7 µs) than the lookup itself (0.2 µs).
+    """
+    try:
+        from anyio._core._eventloop import get_async_backend
+    except ImportError:  # pragma: no cover - a future AnyIO without this name
+        return None
+    return get_async_backend
+
+
+_get_async_backend = _find_get_async_backend()
+
+
 def _backend_checkpoints() -> _Checkpoints:
     """The running event loop's own checkpoint functions, found once per stream.
 
     ``anyio.lowlevel.checkpoint_if_cancelled()`` asks sniffio which library runs and
     looks its backend up on *every* call: half of its 1.4 µs on asyncio, paid twice
     per send and receive. A stream lives in one event loop, so the driver looks the
-    backend up once, at the handshake. (``get_async_backend`` is AnyIO's internal
-    name, present since 4.0; should it move, the public functions are used.)
+    backend up once, at the handshake (should AnyIO's internal lookup move, the
+    public functions are used).
     """
+    if _get_async_backend is None:  # pragma: no cover
+        return _PUBLIC_CHECKPOINTS
     try:
-        from anyio._core._eventloop import get_async_backend
-
-        backend = get_async_backend()
-    except Exception:  # pragma: no cover - a future AnyIO without this name
+        backend = _get_async_backend()
+    except Exception:  # pragma: no cover - a future AnyIO that works differently
         return _PUBLIC_CHECKPOINTS
     found = _checkpoints_by_backend.get(backend)
     if found is None:
@@ -163,14 +178,6 @@ def _describe(exc: BaseException) -> BaseException:
     )
 
 
-@functools.cache
-def _busy_factory(
-    busy: Callable[[str], Exception], message: str
-) -> Callable[[], Exception]:
-    """One shared factory per face and message (not two closures per stream)."""
-    return lambda: busy(message)
-
-
 def _closed_without_answer() -> PostHandshakeAuthError:
     return PostHandshakeAuthError(
         "the client closed the connection without answering the certificate request"
@@ -182,7 +189,10 @@ class FaceErrors(NamedTuple):
 
     broken: type[Exception]
     closed: type[Exception]
-    busy: Callable[[str], Exception]
+    #: makes the ``BusyResourceError`` for a second task sending at once
+    busy_sending: Callable[[], Exception]
+    #: ... and for a second task receiving at once
+    busy_receiving: Callable[[], Exception]
 
 
 class _State(enum.Enum):
@@ -204,7 +214,6 @@ class TLSDriver:
     __slots__ = (
         "_backlog",
         "_broken_cause",
-        "_client_auth_configured",
         "_close_notify_sent",
         "_cp",
         "_engine",
@@ -238,7 +247,6 @@ class TLSDriver:
         transport_eof: type[BaseException] | tuple[type[BaseException], ...],
         errors: FaceErrors,
         ragged_eof_is_error: bool,
-        client_auth_configured: bool,
     ) -> None:
         self._engine = engine
         self._transport_send = transport_send
@@ -247,7 +255,6 @@ class TLSDriver:
         self._transport_eof = transport_eof
         self._errors = errors
         self._ragged_eof_is_error = ragged_eof_is_error
-        self._client_auth_configured = client_auth_configured
         #: a TLS 1.3 server's session tickets, held back for the next flush (see
         #: :meth:`handshake`)
         self._held = b""
@@ -273,14 +280,8 @@ class TLSDriver:
         self._renegotiable = True
         #: plaintext decrypted but not yet returned by ``receive`` (kept in order)
         self._backlog = bytearray()
-        self._send_conflict = ConflictDetector(
-            _busy_factory(errors.busy, "another task is already sending on this stream")
-        )
-        self._recv_conflict = ConflictDetector(
-            _busy_factory(
-                errors.busy, "another task is already receiving on this stream"
-            )
-        )
+        self._send_conflict = ConflictDetector(errors.busy_sending)
+        self._recv_conflict = ConflictDetector(errors.busy_receiving)
 
     # -- state -----------------------------------------------------------------------
 
@@ -467,6 +468,13 @@ class TLSDriver:
         *wakeable*: the caller is ``receive()`` and another task may move plaintext
         into the backlog meanwhile (see :meth:`_to_backlog`), so the wait for the
         transport must be interruptible by it.
+
+        One frame, not two: every frame between a task and the transport is
+        suspended and resumed again at every wait (a handshake waits about six
+        times per end).
+
+        Cancelled: nothing was received (the transport returns nothing to a
+        cancelled receive).
         """
         count = self._recv_count
         lock = self._recv_lock
@@ -479,38 +487,30 @@ class TLSDriver:
                 raise self._engine.fail(
                     ssl.SSLEOFError("the transport reached EOF")
                 ) from None
-            if wakeable:
-                with CancelScope() as wakeup:
-                    self._recv_wakeup = wakeup
-                    try:
-                        await self._read_transport()
-                    finally:
-                        self._recv_wakeup = None
-                # Woken (wakeup.cancelled_caught): the backlog has data, and
-                # nothing was received.
-            else:
-                await self._read_transport()
+            size = self._receive_size
+            receive = self._transport_receive
+            try:
+                if wakeable:
+                    with CancelScope() as wakeup:
+                        self._recv_wakeup = wakeup
+                        try:
+                            data = await (receive() if size is None else receive(size))
+                        finally:
+                            self._recv_wakeup = None
+                    if wakeup.cancelled_caught:
+                        return  # woken: the backlog has data; nothing was received
+                else:
+                    data = await (receive() if size is None else receive(size))
+            except self._transport_eof:
+                data = b""
+            except Exception as exc:
+                raise self._break(exc) from exc
+            if not data:
+                self._transport_at_eof = True
+            self._engine.receive_data(data)
+            self._recv_count += 1
         finally:
             lock.release()
-
-    async def _read_transport(self) -> None:
-        """One transport receive into the engine. The caller holds the receive lock.
-
-        Cancelled: nothing was received (the transport returns nothing to a
-        cancelled receive).
-        """
-        size = self._receive_size
-        receive = self._transport_receive
-        try:
-            data = await (receive() if size is None else receive(size))
-        except self._transport_eof:
-            data = b""
-        except Exception as exc:
-            raise self._break(exc) from exc
-        if not data:
-            self._transport_at_eof = True
-        self._engine.receive_data(data)
-        self._recv_count += 1
 
     def _to_backlog(self, data: bytes) -> None:
         """Keep plaintext a non-receiving step had to decrypt, for ``receive()``.
@@ -588,7 +588,7 @@ class TLSDriver:
             await self._retry(
                 self._engine.do_handshake,
                 None,
-                hold_final=self._engine.ssl_object.server_side,
+                hold_final=self._engine.server_side,
             )
         except ssl.SSLError as exc:
             self._handshake = _Handshake.FAILED
@@ -599,11 +599,12 @@ class TLSDriver:
             raise
         else:
             self._handshake = _Handshake.DONE
-            sslobj = self._engine.ssl_object
-            renegotiation_possible = sslobj.version() != "TLSv1.3"
+            engine = self._engine
+            renegotiation_possible = engine.ssl_object.version() != "TLSv1.3"
             self._renegotiable = renegotiation_possible
-            self._receive_wakeable = renegotiation_possible or (
-                sslobj.server_side and self._client_auth_configured
+            # (only a server can have client auth configured)
+            self._receive_wakeable = (
+                renegotiation_possible or engine.client_auth_configured
             )
         finally:
             finished = self._handshake_finished
@@ -660,14 +661,7 @@ class TLSDriver:
                 # A read() now could only say NEED_DATA: receive first. The
                 # transport's receive is the checkpoint.
                 yielded = True
-                lock = self._recv_lock
-                if wakeable or not lock.try_acquire():
-                    await self._receive_into_engine(wakeable)
-                else:  # the fast path of _receive_into_engine
-                    try:
-                        await self._read_transport()
-                    finally:
-                        lock.release()
+                await self._receive_into_engine(wakeable)
             else:
                 await self._cp.checkpoint_if_cancelled()
                 yielded = False
@@ -905,7 +899,7 @@ class TLSDriver:
                 f"post-handshake authentication needs TLS 1.3; this connection uses "
                 f"{version}"
             )
-        if not self._client_auth_configured:
+        if not engine.client_auth_configured:
             raise PostHandshakeAuthError(
                 "the server's SSLContext needs post_handshake_auth = True and "
                 "verify_mode CERT_OPTIONAL or CERT_REQUIRED when the stream is created"

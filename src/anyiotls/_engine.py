@@ -131,7 +131,9 @@ class TLSEngine:
         "_peer_closed",
         "_staged",
         "_tickets_after_auth",
+        "client_auth_configured",
         "client_auth_pending",
+        "server_side",
         "ssl_object",
     )
 
@@ -166,11 +168,27 @@ class TLSEngine:
         self._peer_closed = False
         #: received ciphertext not yet in the incoming BIO (see ``receive_data``)
         self._staged: bytes | memoryview = b""
-        # As wrap_bio() copied them (the context may change later): whether new
-        # session tickets will mark the end of each post-handshake exchange, and
-        # whether an empty answer is acceptable.
-        self._tickets_after_auth = ssl_context.num_tickets > 0
-        self._auth_optional = ssl_context.verify_mode == ssl.CERT_OPTIONAL
+        #: ``True`` for the server end (a plain attribute: ``SSLObject.server_side``
+        #: is a Python property, read on every handshake)
+        self.server_side = server_side
+        # As wrap_bio() copied them (the context may change later): whether this
+        # server can ask for a certificate after the handshake, whether new session
+        # tickets will mark the end of each such exchange, and whether an empty
+        # answer is acceptable. A client never asks: it skips the reads (each
+        # ``verify_mode`` read builds an enum member).
+        if server_side:
+            verify_mode = ssl_context.verify_mode
+            #: ``True`` if this server may request a post-handshake certificate
+            #: (``post_handshake_auth`` set and ``verify_mode`` not ``CERT_NONE``)
+            self.client_auth_configured = (
+                bool(ssl_context.post_handshake_auth) and verify_mode != ssl.CERT_NONE
+            )
+            self._tickets_after_auth = ssl_context.num_tickets > 0
+            self._auth_optional = verify_mode == ssl.CERT_OPTIONAL
+        else:
+            self.client_auth_configured = False
+            self._tickets_after_auth = False
+            self._auth_optional = False
 
     # -- bytes in and out ------------------------------------------------------------
 

@@ -31,7 +31,7 @@ import anyio
 import trio
 from anyio.abc import AnyByteStream, ByteStream
 
-from ._context import client_auth_configured, encode_hostname
+from ._context import encode_hostname
 from ._driver import FaceErrors, TLSDriver
 from ._engine import TLSEngine, is_ragged_eof
 from ._locks import ConflictDetector
@@ -48,7 +48,12 @@ DEFAULT_RECEIVE_SIZE = 65536
 _ERRORS = FaceErrors(
     broken=trio.BrokenResourceError,
     closed=trio.ClosedResourceError,
-    busy=trio.BusyResourceError,
+    busy_sending=lambda: trio.BusyResourceError(
+        "another task is already sending on this stream"
+    ),
+    busy_receiving=lambda: trio.BusyResourceError(
+        "another task is already receiving on this stream"
+    ),
 )
 
 
@@ -134,7 +139,6 @@ class SSLStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
             transport_eof=(),  # a Trio stream returns b"" at EOF
             errors=_ERRORS,
             ragged_eof_is_error=not https_compatible,
-            client_auth_configured=client_auth_configured(ssl_context),
         )
 
     @property
