@@ -19,17 +19,20 @@ def default_context(*, server_side: bool) -> ssl.SSLContext:
     return context
 
 
-def encode_hostname(hostname: str | None) -> str | None:
+def encode_hostname(hostname: str | None) -> bytes | None:
     """Host name for SNI and verification, resolved with IDNA 2008 as anyio does.
 
-    ``wrap_bio()`` alone would encode international names with IDNA 2003.
+    ``wrap_bio()`` alone would encode international names with IDNA 2003. Bytes, not
+    ``str``: ``wrap_bio()`` runs a ``str`` through Python's ``idna`` codec (0.5 µs,
+    more than the rest of this), bytes only through ``decode("ascii")``. As with
+    anyio, an ASCII name is passed on as it is.
     """
     if hostname is None:
         return None
     try:
-        hostname.encode("ascii")
+        return hostname.encode("ascii")
     except UnicodeEncodeError:
         import idna
 
-        return idna.encode(hostname, uts46=True).decode("ascii")
-    return hostname
+        encoded: bytes = idna.encode(hostname, uts46=True)
+        return encoded

@@ -89,17 +89,36 @@ TRANSPORT_RECEIVE_SIZE = 262144
 def _receive_size(receive: Callable[..., Awaitable[bytes]]) -> int | None:
     """:data:`TRANSPORT_RECEIVE_SIZE` if *receive* is an AnyIO byte stream's
     ``receive`` or a Trio stream's ``receive_some`` (both take a size by contract),
-    else ``None``: object streams and other callables are called without one."""
+    else ``None``: object streams and other callables are called without one.
+
+    Remembered per transport type (``isinstance`` against an ABC costs more than the
+    rest of building a driver); at most :data:`_RECEIVE_SIZES_KEPT` types are kept.
+    """
     owner = getattr(receive, "__self__", None)
     name = getattr(receive, "__name__", None)
+    key = (type(owner), name)
+    try:
+        return _receive_sizes[key]
+    except KeyError:
+        pass
     trio = sys.modules.get("trio")  # only a Trio program has Trio streams
-    if (name == "receive" and isinstance(owner, ByteReceiveStream)) or (
-        name == "receive_some"
-        and trio is not None
-        and isinstance(owner, trio.abc.ReceiveStream)
-    ):
-        return TRANSPORT_RECEIVE_SIZE
-    return None
+    size = (
+        TRANSPORT_RECEIVE_SIZE
+        if (name == "receive" and isinstance(owner, ByteReceiveStream))
+        or (
+            name == "receive_some"
+            and trio is not None
+            and isinstance(owner, trio.abc.ReceiveStream)
+        )
+        else None
+    )
+    if len(_receive_sizes) < _RECEIVE_SIZES_KEPT:
+        _receive_sizes[key] = size
+    return size
+
+
+_RECEIVE_SIZES_KEPT = 64
+_receive_sizes: dict[tuple[type, str | None], int | None] = {}
 
 
 class _Checkpoints(NamedTuple):
