@@ -658,7 +658,11 @@ class TLSDriver:
         Cancelled: no data is lost (see the module docstring for the one case that
         breaks the stream).
         """
-        with self._recv_conflict:
+        conflict = self._recv_conflict  # (``with conflict:`` costs two calls)
+        if conflict.busy:
+            raise conflict.make_error()
+        conflict.busy = True
+        try:
             if self._state is not _State.OPEN or self._handshake is not _Handshake.DONE:
                 if self._backlog and self._state is _State.BROKEN:
                     # Decrypted before the stream broke: returned before the error.
@@ -713,6 +717,8 @@ class TLSDriver:
                 raise self._break(exc) from exc
             assert data is not None
             return data
+        finally:
+            conflict.busy = False
 
     async def send(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt and send all of *data*.
