@@ -52,8 +52,8 @@ __all__ = ("FaceErrors", "TLSDriver")
 import enum
 import ssl
 import sys
-from collections.abc import Awaitable, Callable
-from contextlib import suppress
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any, NamedTuple, TypeVar
 
 from anyio import CancelScope, Event, move_on_after
@@ -66,7 +66,7 @@ from anyio.lowlevel import (
 
 from ._engine import NEED_DATA, TLSEngine, is_ragged_eof
 from ._exceptions import PostHandshakeAuthError
-from ._locks import ConflictDetector, FIFOLock
+from ._locks import FIFOLock
 
 _T = TypeVar("_T")
 _A = TypeVar("_A")
@@ -243,13 +243,13 @@ class TLSDriver:
         "_ragged_eof_is_error",
         "_receive_size",
         "_receive_wakeable",
-        "_recv_conflict",
+        "_receiving",
         "_recv_count",
         "_recv_lock",
         "_recv_wakeup",
         "_renegotiable",
-        "_send_conflict",
         "_send_lock",
+        "_sending",
         "_state",
         "_transport_at_eof",
         "_transport_eof",
@@ -299,8 +299,11 @@ class TLSDriver:
         self._renegotiable = True
         #: plaintext decrypted but not yet returned by ``receive`` (kept in order)
         self._backlog = bytearray()
-        self._send_conflict = ConflictDetector(errors.busy_sending)
-        self._recv_conflict = ConflictDetector(errors.busy_receiving)
+        #: a task is inside ``send`` / ``receive`` (a second one is the caller's bug:
+        #: see the locking rules). Two flags, not two ConflictDetector objects: a
+        #: stream is built per connection, and each object costs its construction.
+        self._sending = False
+        self._receiving = False
 
     # -- state -----------------------------------------------------------------------
 
@@ -353,6 +356,29 @@ class TLSDriver:
         )
         exc.__cause__ = cause
         return exc
+
+    @contextmanager
+    def _claimed(
+        self, *, sending: bool = False, receiving: bool = False
+    ) -> Iterator[None]:
+        """Claim the send and/or receive side for one of the rarer operations.
+
+        Another task already there gets the face's ``BusyResourceError`` at once.
+        (``send`` and ``receive`` check their flag inline.)
+        """
+        if receiving and self._receiving:
+            raise self._errors.busy_receiving()
+        if sending and self._sending:
+            raise self._errors.busy_sending()
+        self._receiving |= receiving
+        self._sending |= sending
+        try:
+            yield
+        finally:
+            if receiving:
+                self._receiving = False
+            if sending:
+                self._sending = False
 
     def mark_closed(self) -> None:
         """Make every later operation raise the face's ``ClosedResourceError``."""
@@ -658,10 +684,9 @@ class TLSDriver:
         Cancelled: no data is lost (see the module docstring for the one case that
         breaks the stream).
         """
-        conflict = self._recv_conflict  # (``with conflict:`` costs two calls)
-        if conflict.busy:
-            raise conflict.make_error()
-        conflict.busy = True
+        if self._receiving:
+            raise self._errors.busy_receiving()
+        self._receiving = True
         try:
             if self._state is not _State.OPEN or self._handshake is not _Handshake.DONE:
                 if self._backlog and self._state is _State.BROKEN:
@@ -718,7 +743,7 @@ class TLSDriver:
             assert data is not None
             return data
         finally:
-            conflict.busy = False
+            self._receiving = False
 
     async def send(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt and send all of *data*.
@@ -726,10 +751,9 @@ class TLSDriver:
         Cancelled: either nothing of *data* reached the transport and the stream is
         usable, or the stream is broken.
         """
-        conflict = self._send_conflict  # (``with conflict:`` costs two calls)
-        if conflict.busy:
-            raise conflict.make_error()
-        conflict.busy = True
+        if self._sending:
+            raise self._errors.busy_sending()
+        self._sending = True
         try:
             resumed = False
             if (
@@ -784,7 +808,7 @@ class TLSDriver:
             except ssl.SSLError as exc:
                 raise self._break(exc) from exc
         finally:
-            conflict.busy = False
+            self._sending = False
 
     async def send_eof(self) -> None:
         """Send close_notify and keep receiving (TLS 1.3 half-close).
@@ -792,7 +816,7 @@ class TLSDriver:
         Raises :exc:`NotImplementedError` below TLS 1.3, where the peer must answer
         close_notify at once and discard what it had not sent yet.
         """
-        with self._send_conflict:
+        with self._claimed(sending=True):
             await self._ensure_usable()
             version = self._engine.ssl_object.version()
             if version != "TLSv1.3":
@@ -844,7 +868,7 @@ class TLSDriver:
 
         Raises the face's ``BusyResourceError`` at once in that case.
         """
-        with self._recv_conflict, self._send_conflict:
+        with self._claimed(sending=True, receiving=True):
             return await self.unwrap()
 
     async def send_close_notify(self) -> None:
@@ -870,7 +894,7 @@ class TLSDriver:
         same time (a flush could not finish sooner anyway). Does not handshake.
         Raises what *wait* raises. Cancelled: nothing happened.
         """
-        with self._send_conflict:
+        with self._claimed(sending=True):
             if self._state is not _State.OPEN:
                 await checkpoint()
                 raise self._state_error()

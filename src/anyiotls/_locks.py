@@ -7,7 +7,9 @@
 * A task never waits for the receive lock while holding the send lock (that is how
   full duplex could deadlock: the peer may need our pending bytes before it sends).
 * Two tasks calling ``send`` (or ``receive``) at once is the caller's bug and raises
-  the face's ``BusyResourceError`` at once: see :class:`ConflictDetector`.
+  the face's ``BusyResourceError`` at once: the driver keeps one flag per direction
+  (``TLSDriver._sending``/``_receiving``), the Trio adapters a
+  :class:`ConflictDetector` each.
 
 The inner locks are strict FIFO and cost no await when free: the hot path of every
 send and receive takes one.
