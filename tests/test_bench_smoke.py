@@ -26,7 +26,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import ByteStream
-from bench import scenarios
+from bench import instructions, scenarios
 from bench.impls import AnyIOStreamsTLS, AnyIOTLS, Contexts
 from bench.worker import settle_malloc
 
@@ -266,3 +266,46 @@ async def test_receive_after_half_close_keeps_raising_end_of_stream(
         for _ in range(2):
             with pytest.raises(anyio.EndOfStream):
                 await client.receive()
+
+
+def test_callgrind_output_is_summed_by_object_without_call_costs() -> None:
+    # bench.instructions reads callgrind's own format: compressed object names
+    # (also introduced by cob= lines), and an inclusive cost after each calls= line
+    # that belongs to the callee, not to the caller.
+    text = "\n".join(
+        [
+            "events: Ir",
+            "ob=(1) /usr/lib/libpython3.11.so.1.0",
+            "fl=(1) ceval.c",
+            "fn=(1) eval",
+            "10 100",
+            "+2 50",
+            "cob=(2) /usr/lib/x86_64-linux-gnu/libcrypto.so.3",
+            "cfn=(2) aes",
+            "calls=1 0",
+            "12 7000",
+            "ob=(2)",
+            "fn=(2)",
+            "0 7000",
+            "ob=(3) /usr/lib/x86_64-linux-gnu/libc.so.6",
+            "fn=(3) memcpy",
+            "* 30",
+            "ob=(1)",
+            "fn=(1)",
+            "-1 5",
+            "summary: 7185",
+        ]
+    )
+    assert instructions.parse_callgrind(text) == {
+        "Python": 155,
+        "OpenSSL": 7000,
+        "libc": 30,
+    }
+    small = {"Python": 1000, "OpenSSL": 500, "libc": 100}
+    large = {"Python": 3000, "OpenSSL": 900, "libc": 300}
+    assert instructions.per_operation(small, large, 100) == {
+        "Python": 20.0,
+        "OpenSSL": 4.0,
+        "libc": 2.0,
+        "total": 26.0,
+    }

@@ -1,0 +1,243 @@
+"""Instructions executed per operation, counted by valgrind's callgrind.
+
+``python -m bench.instructions [--backends asyncio,trio] [--scenarios c,d]``
+
+On a shared machine, wall-clock ratios move by several percent from one run to the
+next, so differences of 1-3 % (handshakes (d), ping-pong (c)) cannot be resolved by
+timing. callgrind counts the instructions a process executes, whatever else the
+machine is doing: the same program with the same inputs gives the same count to
+within about 0.01 % per operation here. Instructions are not time (an instruction
+of the interpreter costs more than one of AES-GCM), but where two implementations
+run the same OpenSSL calls, the difference in counts is the difference in work.
+
+Each implementation runs each scenario in a child process under callgrind twice,
+with a small and a large number of operations; the difference in instructions
+divided by the difference in operations is the count per operation, with start-up,
+certificate generation, the server's set-up and the warm-up cancelled out. Split by
+where they run: the interpreter and extension modules (``Python``), OpenSSL
+(``libssl``/``libcrypto``) and the C library.
+
+* (c) one 100-byte round trip (the client's send and receive, the echo's receive
+  and send), as in :func:`bench.scenarios.ping_pong`; also for AnyIO's socket
+  stream without TLS, the floor under every TLS stream on top of it;
+* (d) a TCP connect and a full TLS 1.3 handshake on both ends, as in
+  :func:`bench.scenarios.handshakes`; the TLS streams are not closed (their
+  transports are), as closing is not timed there either.
+
+Needs ``valgrind``; takes about 3 minutes per backend on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from . import scenarios
+from .impls import (
+    AnyIOStreamsTLS,
+    AnyIOTLS,
+    AnyIOTLSTrioFace,
+    Contexts,
+    Impl,
+    PlainTCP,
+    TrioSSL,
+)
+from .worker import run_backend, settle_malloc
+
+#: (small, large) operation counts per scenario, and what one operation is.
+SCENARIOS: dict[str, tuple[int, int, str]] = {
+    "c": (300, 1300, "100 B ping-pong round trip"),
+    "d": (10, 50, "TCP connect + TLS 1.3 handshake, both ends"),
+}
+
+#: The implementations compared per backend: anyiotls's first, then its reference.
+PAIRS: dict[str, list[tuple[Impl, Impl]]] = {
+    "asyncio": [(AnyIOTLS(), AnyIOStreamsTLS())],
+    "uvloop": [(AnyIOTLS(), AnyIOStreamsTLS())],
+    "trio": [(AnyIOTLS(), AnyIOStreamsTLS()), (AnyIOTLSTrioFace(), TrioSSL())],
+}
+
+#: Measured after the first pair in (c): AnyIO's socket stream without TLS, the floor
+#: under any TLS stream on top of it.
+FLOOR = PlainTCP()
+
+IMPLS = {impl.name: impl for pairs in PAIRS.values() for p in pairs for impl in p}
+IMPLS[FLOOR.name] = FLOOR
+
+
+def compared(backend: str, scenario: str) -> list[tuple[Impl, ...]]:
+    """Rows per table section: anyiotls's implementation first, then the others."""
+    groups: list[tuple[Impl, ...]] = list(PAIRS[backend])
+    if scenario == "c":
+        groups[0] = (*groups[0], FLOOR)
+    return groups
+
+
+GROUPS = ("Python", "OpenSSL", "libc")
+
+
+async def _handshakes_only(impl: Impl, contexts: Contexts, count: int) -> None:
+    server = await impl.server(contexts)
+    try:
+        for _ in range(count):
+            client, srv = await impl.pair(server)
+            # The transports, not the TLS streams: closing is not what (d) measures.
+            await anyio.aclose_forcefully(client.obj.transport_stream)
+            await anyio.aclose_forcefully(srv.obj.transport_stream)
+    finally:
+        await server.aclose()
+
+
+async def _child(impl_name: str, scenario: str, count: int) -> None:
+    impl = IMPLS[impl_name]
+    contexts = Contexts.create()
+    if scenario == "c":
+        await scenarios.ping_pong(impl, contexts, count)
+    else:
+        await _handshakes_only(impl, contexts, count)
+
+
+def group_of(obj: str) -> str:
+    """The group an object file's instructions count towards."""
+    name = obj.rsplit("/", 1)[-1]
+    if name.startswith(("libcrypto", "libssl")):
+        return "OpenSSL"
+    if name.startswith(("libc.so", "libc-", "ld-linux", "libm.so")):
+        return "libc"
+    return "Python"
+
+
+def parse_callgrind(text: str) -> dict[str, int]:
+    """Instructions per group from a callgrind output file: the self cost of every
+    function, summed by the object file (``ob=``) it belongs to.
+
+    Object names are compressed (``ob=(3) /path`` once, ``ob=(3)`` after; also in
+    ``cob=`` lines), and the cost line after a ``calls=`` line is the inclusive
+    cost of that call, counted in the callee already.
+    """
+    names: dict[str, str] = {}
+    current = ""
+    after_call = False
+    totals = dict.fromkeys(GROUPS, 0)
+    for line in text.splitlines():
+        if line.startswith(("ob=", "cob=")):
+            match = re.match(r"c?ob=\((\d+)\)(?: (.*))?$", line)
+            if match is None:
+                name = line.split("=", 1)[1].strip()
+            else:
+                if match.group(2) is not None:
+                    names[match.group(1)] = match.group(2)
+                name = names[match.group(1)]
+            if line.startswith("ob="):
+                current = group_of(name)
+        elif line.startswith("calls="):
+            after_call = True
+        elif line[:1].isdigit() or line[:1] in ("+", "-", "*"):
+            if after_call:
+                after_call = False
+                continue
+            fields = line.split()
+            if len(fields) >= 2:
+                totals[current] += int(fields[1])
+    return totals
+
+
+def count(impl: Impl, scenario: str, operations: int, backend: str) -> dict[str, int]:
+    """Instructions per group for one child run under callgrind."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                "-m",
+                "bench.instructions",
+                "--child",
+                impl.name,
+                scenario,
+                str(operations),
+                backend,
+            ],
+            check=True,
+            capture_output=True,
+            # Same dict layouts in every run.
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+            timeout=1800,
+        )
+        return parse_callgrind(out.read_text(errors="replace"))
+
+
+def per_operation(
+    small: dict[str, int], large: dict[str, int], operations: int
+) -> dict[str, float]:
+    """(large - small) / operations, per group and in total."""
+    result = {g: (large[g] - small[g]) / operations for g in GROUPS}
+    result["total"] = sum(result[g] for g in GROUPS)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default="asyncio,trio")
+    parser.add_argument("--scenarios", default="c,d")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        impl_name, scenario, operations, backend = args.child
+        settle_malloc()
+        run_backend(backend, _child, impl_name, scenario, int(operations))
+        return
+    if shutil.which("valgrind") is None:
+        sys.exit("bench.instructions needs valgrind (apt-get install valgrind)")
+
+    jobs: dict[tuple[str, str, str, int], Any] = {}
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for backend in args.backends.split(","):
+            for scenario in args.scenarios.split(","):
+                for group in compared(backend, scenario):
+                    for impl in group:
+                        for operations in SCENARIOS[scenario][:2]:
+                            key = (backend, scenario, impl.name, operations)
+                            jobs[key] = pool.submit(
+                                count, impl, scenario, operations, backend
+                            )
+    print(f"python: {sys.version.split()[0]}; instructions per operation (callgrind)")
+    for backend in args.backends.split(","):
+        print(f"\nbackend: {backend}")
+        print(
+            "| scenario | implementation | total | Python | OpenSSL | libc "
+            "| this / anyiotls |"
+        )
+        print("|-|-|-|-|-|-|-|")
+        for scenario in args.scenarios.split(","):
+            small, large, what = SCENARIOS[scenario]
+            for group in compared(backend, scenario):
+                counts = [
+                    per_operation(
+                        jobs[(backend, scenario, impl.name, small)].result(),
+                        jobs[(backend, scenario, impl.name, large)].result(),
+                        large - small,
+                    )
+                    for impl in group
+                ]
+                for impl, figures in zip(group, counts, strict=True):
+                    cells = " | ".join(f"{figures[g]:,.0f}" for g in ("total", *GROUPS))
+                    ratio = figures["total"] / counts[0]["total"]
+                    last = "" if impl is group[0] else f"{ratio:.3f}"
+                    print(f"| ({scenario}) {what} | {impl.name} | {cells} | {last} |")
+
+
+if __name__ == "__main__":
+    main()
