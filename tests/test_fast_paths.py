@@ -2,8 +2,9 @@
 
 ``send`` and ``receive`` first try one step without the retry loop and hand anything
 unusual to it (see ``_driver.py``); the rest of the suite runs through both. These
-tests pin what the fast paths promise on their own, and the one wire-visible change
-made with them: a TLS 1.3 server's session tickets leave with its first flush.
+tests pin what the fast paths promise on their own, the one wire-visible change
+made with them (a TLS 1.3 server's session tickets leave with its first flush), and
+what was changed to make a stream cheaper to build.
 """
 
 from __future__ import annotations
@@ -13,11 +14,19 @@ from typing import Any
 
 import anyio
 import pytest
-from anyio.abc import ObjectStream
+from anyio.abc import ByteStream, ObjectStream
 from anyio.streams.tls import TLSAttribute
 
 from anyiotls import TLSStream
-from anyiotls._driver import _PUBLIC_CHECKPOINTS, _backend_checkpoints
+from anyiotls._context import encode_hostname
+from anyiotls._driver import (
+    _PUBLIC_CHECKPOINTS,
+    TRANSPORT_RECEIVE_SIZE,
+    _backend_checkpoints,
+    _receive_size,
+    _receive_sizes,
+)
+from anyiotls._engine import TLSEngine
 
 from .pairs import handshake_pair, memory_transports
 
@@ -144,3 +153,71 @@ async def test_send_in_a_cancelled_scope_takes_no_fast_path_past_the_check(
     with anyio.fail_after(10):
         await client.send(b"only this")
         assert await server.receive() == b"only this"
+
+
+# -- cheaper construction -----------------------------------------------------------
+
+
+async def test_ascii_host_name_reaches_wrap_bio_as_bytes_and_reads_back_as_str(
+    client_context: ssl.SSLContext,
+) -> None:
+    # Bytes skip Python's idna codec in wrap_bio(); what the SSLObject reports is
+    # the same str as before.
+    assert encode_hostname("LocalHost") == b"LocalHost"
+    assert encode_hostname("faß.de") == b"xn--fa-hia.de"  # IDNA 2008, as anyio
+    assert encode_hostname(None) is None
+    transport, _ = memory_transports()
+    stream = TLSStream(transport, hostname="localhost", ssl_context=client_context)
+    assert stream.extra(TLSAttribute.ssl_object).server_hostname == "localhost"
+
+
+async def test_malformed_ascii_host_name_is_passed_on_as_anyio_does(
+    client_context: ssl.SSLContext,
+) -> None:
+    # Python's idna codec used to reject an empty label at construction; anyio
+    # passes ASCII names on as they are (the handshake then fails verification).
+    transport, _ = memory_transports()
+    stream = TLSStream(transport, hostname="a..b", ssl_context=client_context)
+    assert stream.extra(TLSAttribute.ssl_object).server_hostname == "a..b"
+
+
+class ByteTransport(ByteStream):
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        raise NotImplementedError  # pragma: no cover
+
+    async def send(self, item: bytes) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    async def send_eof(self) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    async def aclose(self) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+
+def test_receive_size_is_remembered_per_transport_type() -> None:
+    objects = CountingTransport(None)
+    raw = ByteTransport()
+    for _ in range(2):  # the second answer comes from the per-type memory
+        assert _receive_size(raw.receive) == TRANSPORT_RECEIVE_SIZE
+        assert _receive_size(objects.receive) is None
+        assert _receive_size(raw.send) is None  # not a receive method
+    assert (ByteTransport, "receive") in _receive_sizes
+    assert (CountingTransport, "receive") in _receive_sizes
+
+
+def test_only_a_server_engine_reads_the_client_auth_settings(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    for context in (client_context, server_context):
+        context.post_handshake_auth = True
+    server_context.verify_mode = ssl.CERT_OPTIONAL
+    client = TLSEngine(client_context, server_side=False, server_hostname=b"x")
+    server = TLSEngine(server_context, server_side=True, server_hostname=None)
+    assert (client.server_side, client.client_auth_configured) == (False, False)
+    assert (server.server_side, server.client_auth_configured) == (True, True)
+    # Read at creation, as OpenSSL copies them in wrap_bio().
+    server_context.verify_mode = ssl.CERT_NONE
+    assert server.client_auth_configured is True
+    later = TLSEngine(server_context, server_side=True, server_hostname=None)
+    assert later.client_auth_configured is False
