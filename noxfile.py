@@ -152,6 +152,18 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "bench", *session.posargs)
 
 
+@nox.session(python="3.11")
+def instructions(session: nox.Session) -> None:
+    """Instructions per round trip and per handshake against anyio's TLSStream, with
+    valgrind (``bench/instructions.py``); ``-- --check``: fail on a regression.
+
+    AnyIO and trio are pinned: the guard compares counts, and a new release of either
+    moves them (update the pins on purpose, with ``docs/benchmarks.md``).
+    """
+    session.install("-e", ".", "anyio==4.16.0", "trio==0.35.0", "trustme")
+    session.run("python", "-m", "bench.instructions", *session.posargs)
+
+
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation; any warning fails the build."""

@@ -1,12 +1,12 @@
 """Instructions executed per operation, counted by valgrind's callgrind.
 
-``python -m bench.instructions [--backends asyncio,trio] [--scenarios c,d]``
+``python -m bench.instructions [--backends B,...] [--scenarios c,d] [--check]``
 
 On a shared machine, wall-clock ratios move by several percent from one run to the
 next, so differences of 1-3 % (handshakes (d), ping-pong (c)) cannot be resolved by
 timing. callgrind counts the instructions a process executes, whatever else the
 machine is doing: the same program with the same inputs gives the same count to
-within about 0.01 % per operation here. Instructions are not time (an instruction
+within about 0.1 % per operation here. Instructions are not time (an instruction
 of the interpreter costs more than one of AES-GCM), but where two implementations
 run the same OpenSSL calls, the difference in counts is the difference in work.
 
@@ -34,9 +34,11 @@ import concurrent.futures
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,13 @@ def compared(backend: str, scenario: str) -> list[tuple[Impl, ...]]:
 
 
 GROUPS = ("Python", "OpenSSL", "libc")
+
+#: ``--check`` (CI): the most instructions anyiotls's ``TLSStream`` may execute per
+#: operation, as a multiple of AnyIO's ``TLSStream`` in the same run. Counts repeat
+#: to within 0.05 %, so these limits can sit close to today's ratios (1.04 and
+#: 1.004) and still never fail by chance: an extra trip through the event loop per
+#: call, a copy per record or a second SSLObject call per step crosses them.
+GUARD = {"c": 1.10, "d": 1.02}
 
 
 async def _handshakes_only(impl: Impl, contexts: Contexts, count: int) -> None:
@@ -192,6 +201,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", default="asyncio,trio")
     parser.add_argument("--scenarios", default="c,d")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 if anyiotls / anyio exceeds GUARD on any backend (CI)",
+    )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -213,7 +227,12 @@ def main() -> None:
                             jobs[key] = pool.submit(
                                 count, impl, scenario, operations, backend
                             )
-    print(f"python: {sys.version.split()[0]}; instructions per operation (callgrind)")
+    checks: list[tuple[str, str, float]] = []
+    versions = ", ".join(f"{n} {metadata.version(n)}" for n in ("anyio", "trio"))
+    print(
+        f"python {sys.version.split()[0]}, {versions}, {ssl.OPENSSL_VERSION}; "
+        "instructions per operation (callgrind)"
+    )
     for backend in args.backends.split(","):
         print(f"\nbackend: {backend}")
         print(
@@ -237,6 +256,30 @@ def main() -> None:
                     ratio = figures["total"] / counts[0]["total"]
                     last = "" if impl is group[0] else f"{ratio:.3f}"
                     print(f"| ({scenario}) {what} | {impl.name} | {cells} | {last} |")
+                if group[0].name == "anyiotls" and scenario in GUARD:
+                    checks.append(
+                        (backend, scenario, counts[0]["total"] / counts[1]["total"])
+                    )
+    if args.check:
+        print("\nguard (anyiotls / anyio instructions, same run):")
+        lines, passed = check_guard(checks)
+        print("\n".join(lines))
+        sys.exit(0 if passed else 1)
+
+
+def check_guard(checks: list[tuple[str, str, float]]) -> tuple[list[str], bool]:
+    """One line per (backend, scenario, anyiotls / anyio ratio) against
+    :data:`GUARD`, and whether all of them are within it."""
+    lines = []
+    passed = True
+    for backend, scenario, ratio in checks:
+        ok = ratio <= GUARD[scenario]
+        passed &= ok
+        verdict = "ok" if ok else "REGRESSION"
+        lines.append(
+            f"  ({scenario}) {backend}: {ratio:.3f} <= {GUARD[scenario]}: {verdict}"
+        )
+    return lines, passed
 
 
 if __name__ == "__main__":

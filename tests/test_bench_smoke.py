@@ -309,3 +309,14 @@ def test_callgrind_output_is_summed_by_object_without_call_costs() -> None:
         "libc": 2.0,
         "total": 26.0,
     }
+
+
+def test_instruction_guard_fails_past_its_limits() -> None:
+    at_limit = [("asyncio", "c", instructions.GUARD["c"])]
+    lines, passed = instructions.check_guard(at_limit)
+    assert passed
+    assert lines[0].endswith(": ok")
+    over = [("asyncio", "c", 1.0), ("trio", "d", instructions.GUARD["d"] + 0.001)]
+    lines, passed = instructions.check_guard(over)
+    assert not passed
+    assert [line.rsplit(": ", 1)[1] for line in lines] == ["ok", "REGRESSION"]
