@@ -82,18 +82,21 @@ class FIFOLock:
 class ConflictDetector:
     """Detects two tasks using one direction of a stream at once."""
 
-    __slots__ = ("busy", "make_error")
+    __slots__ = ("_busy", "_make_error")
 
     def __init__(self, make_error: Callable[[], Exception]) -> None:
-        #: ``True`` while a task is inside (the fast paths set it without ``with``)
-        self.busy = False
-        #: makes the face's ``BusyResourceError``
-        self.make_error = make_error
+        self._busy = False
+        self._make_error = make_error
 
     def __enter__(self) -> None:
-        if self.busy:
-            raise self.make_error()
-        self.busy = True
+        if self._busy:
+            raise self._make_error()
+        self._busy = True
 
     def __exit__(self, *exc_info: object) -> None:
-        self.busy = False
+        self._busy = False
+
+    @property
+    def busy(self) -> bool:
+        """``True`` while a task is inside."""
+        return self._busy
