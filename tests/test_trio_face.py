@@ -26,6 +26,7 @@ from trio.testing import (
 from anyiotls import PostHandshakeAuthError, TLSStream
 from anyiotls.trio import (
     AnyIOStreamAsTrio,
+    HalfCloseableSSLStream,
     SSLListener,
     SSLStream,
     TrioStreamAsAnyIO,
@@ -79,15 +80,16 @@ def wrap_pair(
     *,
     client_https: bool = False,
     server_https: bool = False,
+    stream_class: type[SSLStream[Any]] = SSLStream,
 ) -> Pair:
     client_transport, server_transport = transports or memory_stream_pair()
-    client = SSLStream(
+    client = stream_class(
         client_transport,
         client_ctx,
         server_hostname="localhost",
         https_compatible=client_https,
     )
-    server = SSLStream(
+    server = stream_class(
         server_transport, server_ctx, server_side=True, https_compatible=server_https
     )
     return client, server
@@ -392,9 +394,14 @@ async def test_closed_transport_breaks_the_stream(
         transport, _ = memory_stream_pair()
         stream = SSLStream(transport, client_ctx, server_hostname="localhost")
         await transport.aclose()
+        # the transport's own exception, as with trio.SSLStream ...
+        with pytest.raises(trio.ClosedResourceError) as closed:
+            await stream.do_handshake()
+        assert closed.value.__cause__ is None
+        # ... and from then on the stream is broken, with it as the cause
         with pytest.raises(trio.BrokenResourceError) as excinfo:
             await stream.do_handshake()
-        assert isinstance(excinfo.value.__cause__, trio.ClosedResourceError)
+        assert excinfo.value.__cause__ is closed.value
         await stream.aclose()
 
 
@@ -466,6 +473,8 @@ async def test_transport_failure_in_the_middle_of_a_send(
 
     transport = client.transport_stream
     transport.send_stream.send_all_hook = failing_hook
+    with pytest.raises(KeyError, match="fell over"):  # as it left the transport
+        await client.send_all(b"x")
     with pytest.raises(trio.BrokenResourceError) as excinfo:
         await client.send_all(b"x")
     assert isinstance(excinfo.value.__cause__, KeyError)
@@ -666,10 +675,13 @@ async def test_unwrap_returns_the_plaintext_that_followed_close_notify(
 # -- beyond trio: half-close and post-handshake authentication -------------------------
 
 
-async def test_send_eof_half_closes_under_tls13(
+async def test_half_closeable_send_eof_half_closes_under_tls13(
     client_context: ssl.SSLContext, server_ctx: ssl.SSLContext
 ) -> None:
-    client, server = wrap_pair(_no_ignored_eof(client_context), server_ctx)
+    client, server = wrap_pair(
+        _no_ignored_eof(client_context), server_ctx, stream_class=HalfCloseableSSLStream
+    )
+    assert isinstance(client, trio.abc.HalfCloseableStream)
     with trio.fail_after(TIMEOUT):
         await handshake(client, server)
         assert client.version() == "TLSv1.3"
@@ -688,10 +700,12 @@ async def test_send_eof_half_closes_under_tls13(
     await server.aclose()
 
 
-async def test_send_eof_is_refused_below_tls13_and_the_stream_stays_usable(
+async def test_half_closeable_send_eof_is_refused_below_tls13_and_stays_usable(
     client_context_tls12: ssl.SSLContext, server_ctx: ssl.SSLContext
 ) -> None:
-    client, server = wrap_pair(client_context_tls12, server_ctx)
+    client, server = wrap_pair(
+        client_context_tls12, server_ctx, stream_class=HalfCloseableSSLStream
+    )
     with trio.fail_after(TIMEOUT):
         await handshake(client, server)
         with pytest.raises(NotImplementedError, match=r"TLS 1\.3.*TLSv1\.2"):

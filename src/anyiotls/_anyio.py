@@ -42,6 +42,8 @@ _ERRORS = FaceErrors(
     closed=ClosedResourceError,
     busy_sending=lambda: BusyResourceError("sending to"),
     busy_receiving=lambda: BusyResourceError("receiving from"),
+    # anyio.streams.tls turns an OSError from the transport into this
+    wrapped_transport_errors=(OSError,),
 )
 
 

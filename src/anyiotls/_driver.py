@@ -212,6 +212,9 @@ class FaceErrors(NamedTuple):
     busy_sending: Callable[[], Exception]
     #: ... and for a second task receiving at once
     busy_receiving: Callable[[], Exception]
+    #: transport exceptions the face's anchor turns into ``broken`` (AnyIO's
+    #: ``TLSStream`` does so with ``OSError``); every other one propagates as it is
+    wrapped_transport_errors: tuple[type[Exception], ...] = ()
 
 
 class _State(enum.Enum):
@@ -255,6 +258,7 @@ class TLSDriver:
         "_transport_eof",
         "_transport_receive",
         "_transport_send",
+        "_version",
     )
 
     def __init__(
@@ -299,6 +303,9 @@ class TLSDriver:
         self._renegotiable = True
         #: plaintext decrypted but not yet returned by ``receive`` (kept in order)
         self._backlog = bytearray()
+        #: the TLS version the handshake agreed on (the SSLObject's ``version()``
+        #: says ``None`` again after some failures, e.g. a ragged EOF)
+        self._version: str | None = None
         #: a task is inside ``send`` / ``receive`` (a second one is the caller's bug:
         #: see the locking rules). Two flags, not two ConflictDetector objects: a
         #: stream is built per connection, and each object costs its construction.
@@ -355,6 +362,25 @@ class TLSDriver:
             else self._errors.broken()
         )
         exc.__cause__ = cause
+        return exc
+
+    def _transport_failed(self, exc: Exception) -> Exception:
+        """The transport raised *exc*: mark the stream broken; return what to raise.
+
+        As with ``trio.SSLStream`` and ``anyio.streams.tls``, the transport's own
+        exception leaves the call in which it happened (code that catches its
+        transport's exceptions keeps working, and a bug in a custom transport is not
+        disguised as a network failure); later calls raise the face's
+        ``BrokenResourceError`` with it as ``__cause__``. Two exceptions: if this
+        side closed the stream meanwhile, the face's ``ClosedResourceError``; and
+        what the face's anchor wraps (:attr:`FaceErrors.wrapped_transport_errors`)
+        comes wrapped as the anchor does it.
+        """
+        if self._state is _State.CLOSED or isinstance(
+            exc, self._errors.wrapped_transport_errors
+        ):
+            return self._break(exc)
+        self._break(exc)
         return exc
 
     @contextmanager
@@ -493,7 +519,10 @@ class TLSDriver:
         try:
             await self._transport_send(data)
         except Exception as exc:
-            raise self._break(exc) from exc
+            error = self._transport_failed(exc)
+            if error is exc:
+                raise
+            raise error from exc
         except BaseException as exc:  # cancelled: part of a record may be out
             self._break(_describe(exc))
             raise
@@ -549,7 +578,10 @@ class TLSDriver:
             except self._transport_eof:
                 data = b""
             except Exception as exc:
-                raise self._break(exc) from exc
+                error = self._transport_failed(exc)
+                if error is exc:
+                    raise
+                raise error from exc
             if not data:
                 self._transport_at_eof = True
             self._engine.receive_data(data)
@@ -645,7 +677,8 @@ class TLSDriver:
         else:
             self._handshake = _Handshake.DONE
             engine = self._engine
-            renegotiation_possible = engine.ssl_object.version() != "TLSv1.3"
+            self._version = engine.ssl_object.version()
+            renegotiation_possible = self._version != "TLSv1.3"
             self._renegotiable = renegotiation_possible
             # (only a server can have client auth configured)
             self._receive_wakeable = (
@@ -814,11 +847,15 @@ class TLSDriver:
         """Send close_notify and keep receiving (TLS 1.3 half-close).
 
         Raises :exc:`NotImplementedError` below TLS 1.3, where the peer must answer
-        close_notify at once and discard what it had not sent yet.
+        close_notify at once and discard what it had not sent yet; the face's
+        ``BrokenResourceError`` after a TLS error, also one that ``receive`` read as
+        an end (a ragged EOF when that is not an error), as ``send`` would.
         """
         with self._claimed(sending=True):
             await self._ensure_usable()
-            version = self._engine.ssl_object.version()
+            if self._engine.error is not None:
+                raise self._break(self._engine.error) from self._engine.error
+            version = self._version
             if version != "TLSv1.3":
                 raise NotImplementedError(
                     f"send_eof() needs TLS 1.3 (half-close, RFC 8446 section 6.1); "

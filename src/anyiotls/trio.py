@@ -16,22 +16,26 @@ from __future__ import annotations
 
 __all__ = (
     "AnyIOStreamAsTrio",
+    "HalfCloseableSSLStream",
     "SSLListener",
     "SSLStream",
     "TrioStreamAsAnyIO",
+    "open_ssl_over_tcp_listeners",
+    "open_ssl_over_tcp_stream",
+    "serve_ssl_over_tcp",
 )
 
 import operator
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Generic, Literal, TypeVar, cast, overload
+from typing import Any, Generic, Literal, NoReturn, TypeVar, cast, overload
 
 import anyio
 import trio
 from anyio.abc import AnyByteStream, ByteStream
 
-from ._context import encode_hostname
+from ._context import default_context, encode_hostname
 from ._driver import FaceErrors, TLSDriver
 from ._engine import TLSEngine, is_ragged_eof
 from ._locks import ConflictDetector
@@ -63,7 +67,7 @@ def _is_eof_before_handshake(exc: BaseException | None) -> bool:
     return is_ragged_eof(exc) or isinstance(exc, ssl.SSLSyscallError)
 
 
-class SSLStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
+class SSLStream(trio.abc.Stream, Generic[T_Stream]):
     """Encrypted communication over any :class:`trio.abc.Stream`: ``trio.SSLStream``.
 
     Send plaintext with :meth:`send_all`, receive it with :meth:`receive_some`; the
@@ -98,11 +102,13 @@ class SSLStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
     trio forwards (:attr:`context`, :meth:`getpeercert`, :meth:`cipher`, ...); those
     that need the handshake raise :exc:`trio.NeedHandshakeError` before it.
 
-    Beyond trio: :meth:`send_eof` (TLS 1.3 half-close, which makes this a
-    :class:`trio.abc.HalfCloseableStream`), :meth:`verify_client_post_handshake`
-    and :meth:`request_client_certificate` (TLS 1.3 post-handshake client
+    Beyond trio: :meth:`verify_client_post_handshake` and
+    :meth:`request_client_certificate` (TLS 1.3 post-handshake client
     authentication), and a handshake that fails or is cancelled wakes every task
-    waiting for it with :exc:`trio.BrokenResourceError`.
+    waiting for it with :exc:`trio.BrokenResourceError`. TLS 1.3 half-close is
+    :class:`HalfCloseableSSLStream`'s: like trio's, this class has no ``send_eof``,
+    so code that probes for one (``hasattr``, ``except AttributeError``) or checks
+    for a :class:`trio.abc.HalfCloseableStream` behaves as with trio.
     """
 
     def __init__(
@@ -235,22 +241,6 @@ class SSLStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
         .. warning:: Cancelled, nothing happened.
         """
         await self._driver.wait_send_ready(self._transport_wait)
-
-    async def send_eof(self) -> None:
-        """Send close_notify and go on receiving until the peer closes (TLS 1.3).
-
-        Not in trio. RFC 8446 section 6.1 lets a TLS 1.3 peer keep sending after our
-        close_notify; it sees our end as ``b""``. Later :meth:`send_all` calls raise
-        :exc:`trio.ClosedResourceError`; calling this again does nothing.
-
-        :raises NotImplementedError: the connection uses TLS 1.2 or older, where the
-            peer must answer close_notify at once and discard its pending writes
-        :raises trio.BusyResourceError: another task is sending
-
-        .. warning:: Cancelled, close_notify may or may not have left: the stream
-            is broken if it was being sent.
-        """
-        await self._driver.send_eof()
 
     async def unwrap(self) -> tuple[T_Stream, bytes]:
         """Close the TLS layer cleanly and hand back the transport (a downgrade).
@@ -451,6 +441,41 @@ class SSLStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
         return self._need_handshake("version").version()
 
 
+class HalfCloseableSSLStream(SSLStream[T_Stream], trio.abc.HalfCloseableStream):
+    """An :class:`SSLStream` that can also half-close: :meth:`send_eof` (TLS 1.3).
+
+    Not in trio. A separate class, not a method on :class:`SSLStream`, because code
+    written for ``trio.SSLStream`` decides whether a stream can half-close by
+    looking (``hasattr(stream, "send_eof")``, ``except AttributeError``,
+    ``isinstance(stream, trio.abc.HalfCloseableStream)``): hypercorn, for one,
+    calls ``send_eof()`` and expects ``AttributeError`` from a TLS stream. Choose
+    this class where half-close is wanted; :class:`SSLListener` makes its streams
+    with ``half_closeable=True``.
+    """
+
+    async def send_eof(self) -> None:
+        """Send close_notify and go on receiving until the peer closes (TLS 1.3).
+
+        RFC 8446 section 6.1 lets a TLS 1.3 peer keep sending after our
+        close_notify; it sees our end as ``b""``. Later :meth:`send_all` calls raise
+        :exc:`trio.ClosedResourceError`; calling this again does nothing.
+        Performs the handshake first if it has not happened.
+
+        :raises NotImplementedError: the connection uses TLS 1.2 or older, where the
+            peer must answer close_notify at once and discard its pending writes
+            (the stream stays usable)
+        :raises trio.BrokenResourceError: the stream is broken: the transport failed,
+            or ended without close_notify (also when ``https_compatible``, where
+            :meth:`receive_some` read that as ``b""``)
+        :raises trio.ClosedResourceError: the stream was closed or unwrapped
+        :raises trio.BusyResourceError: another task is sending
+
+        .. warning:: Cancelled, close_notify may or may not have left: the stream
+            is broken if it was being sent.
+        """
+        await self._driver.send_eof()
+
+
 class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
     """Wraps a :class:`trio.abc.Listener` so that it accepts :class:`SSLStream` objects.
 
@@ -460,6 +485,8 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
     :param transport_listener: the listener whose connections get encrypted
     :param ssl_context: the server's context
     :param https_compatible: passed to :class:`SSLStream`
+    :param half_closeable: accept :class:`HalfCloseableSSLStream` objects (not in
+        trio)
 
     :var transport_listener: the wrapped listener
     """
@@ -470,16 +497,20 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
         ssl_context: ssl.SSLContext,
         *,
         https_compatible: bool = False,
+        half_closeable: bool = False,
     ) -> None:
         """See the class docstring."""
         self.transport_listener = transport_listener
         self._ssl_context = ssl_context
         self._https_compatible = https_compatible
+        self._stream_class: type[SSLStream[Any]] = (
+            HalfCloseableSSLStream if half_closeable else SSLStream
+        )
 
     async def accept(self) -> SSLStream[T_Stream]:
         """Accept the next connection and wrap it in an :class:`SSLStream`."""
         transport_stream = await self.transport_listener.accept()
-        return SSLStream(
+        return self._stream_class(
             transport_stream,
             self._ssl_context,
             server_side=True,
@@ -489,6 +520,94 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
     async def aclose(self) -> None:
         """Close the wrapped listener."""
         await self.transport_listener.aclose()
+
+
+# -- trio's TCP helpers --------------------------------------------------------------
+
+#: trio's default for :func:`open_ssl_over_tcp_stream` (``trio.open_tcp_stream``'s)
+DEFAULT_HAPPY_EYEBALLS_DELAY = 0.25
+
+
+async def open_ssl_over_tcp_stream(
+    host: str | bytes,
+    port: int,
+    *,
+    https_compatible: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
+    happy_eyeballs_delay: float | None = DEFAULT_HAPPY_EYEBALLS_DELAY,
+) -> SSLStream[trio.SocketStream]:
+    """Connect over TCP and wrap the connection: ``trio.open_ssl_over_tcp_stream``.
+
+    Same arguments and defaults as trio's: :func:`trio.open_tcp_stream` connects
+    (happy eyeballs), and the :class:`SSLStream` checks the certificate against
+    *host*. The handshake happens on first use (or :meth:`SSLStream.do_handshake`).
+
+    :param ssl_context: default: :func:`ssl.create_default_context`, with
+        ``OP_IGNORE_UNEXPECTED_EOF`` cleared (as trio does)
+    """
+    tcp_stream = await trio.open_tcp_stream(
+        host, port, happy_eyeballs_delay=happy_eyeballs_delay
+    )
+    if ssl_context is None:
+        ssl_context = default_context(server_side=False)
+    return SSLStream(
+        tcp_stream,
+        ssl_context,
+        server_hostname=host,
+        https_compatible=https_compatible,
+    )
+
+
+async def open_ssl_over_tcp_listeners(
+    port: int,
+    ssl_context: ssl.SSLContext,
+    *,
+    host: str | bytes | None = None,
+    https_compatible: bool = False,
+    backlog: int | None = None,
+) -> list[SSLListener[trio.SocketStream]]:
+    """Listen for TLS over TCP: ``trio.open_ssl_over_tcp_listeners``.
+
+    One :class:`SSLListener` per address :func:`trio.open_tcp_listeners` binds
+    (*host* ``None``: every wildcard address).
+    """
+    tcp_listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    return [
+        SSLListener(tcp_listener, ssl_context, https_compatible=https_compatible)
+        for tcp_listener in tcp_listeners
+    ]
+
+
+async def serve_ssl_over_tcp(
+    handler: Callable[[SSLStream[trio.SocketStream]], Awaitable[object]],
+    port: int,
+    ssl_context: ssl.SSLContext,
+    *,
+    host: str | bytes | None = None,
+    https_compatible: bool = False,
+    backlog: int | None = None,
+    handler_nursery: trio.Nursery | None = None,
+    task_status: trio.TaskStatus[
+        list[SSLListener[trio.SocketStream]]
+    ] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve TLS over TCP forever: ``trio.serve_ssl_over_tcp``.
+
+    :func:`open_ssl_over_tcp_listeners`, then :func:`trio.serve_listeners`; with
+    ``nursery.start()`` you get the listeners back. As with trio, an exception
+    from *handler* is not caught here: it ends the server unless the handler or
+    *handler_nursery* deals with it.
+    """
+    listeners = await open_ssl_over_tcp_listeners(
+        port,
+        ssl_context,
+        host=host,
+        https_compatible=https_compatible,
+        backlog=backlog,
+    )
+    await trio.serve_listeners(
+        handler, listeners, handler_nursery=handler_nursery, task_status=task_status
+    )
 
 
 # -- bridges ------------------------------------------------------------------------
