@@ -42,7 +42,7 @@ class PeerVerificationError(ssl.SSLCertVerificationError):
     def __init__(self, message: str) -> None:
         """*message* says why; the hook's exception goes into ``__cause__``."""
         # (errno, strerror) as OpenSSL's errors have them: str() is the message
-        super().__init__(ssl.SSL_ERROR_SSL, message)
+        super().__init__(int(ssl.SSL_ERROR_SSL), message)
         self.verify_code = _APPLICATION_VERIFICATION
         self.verify_message = message
         self.reason = "APPLICATION_VERIFICATION_FAILURE"
