@@ -593,6 +593,20 @@ async def test_blocking_check_that_raises_rejects(
     await _assert_server_sees_rejection(server)
 
 
+async def test_blocking_check_that_returns_false_rejects(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    def predicate(stream: TLSStream) -> bool:
+        return False
+
+    error, server, _ = await _wrap_client_against_server(
+        client_context, server_context, verify_in_thread(predicate)
+    )
+    assert isinstance(error, PeerVerificationError)
+    assert isinstance(error.__cause__, TypeError)
+    await _assert_server_sees_rejection(server)
+
+
 async def test_blocking_check_that_hangs_is_abandoned_on_timeout(
     client_context: ssl.SSLContext, server_context: ssl.SSLContext
 ) -> None:

@@ -105,6 +105,12 @@ def test_bad_input_raises_type_error() -> None:
         pin_sha256([b"sha256//abc"])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="callable"):
         verify_in_thread("check")  # type: ignore[arg-type]
+
+    async def async_check(stream: object) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="blocking function"):
+        verify_in_thread(async_check)
     with pytest.raises(TypeError, match="list of DER"):
         x509_certificates(b"\x30\x00")
 

@@ -417,16 +417,32 @@ def verify_in_thread(
     thread cannot be interrupted, so it runs on until *check* returns, and its
     result is discarded. Give *check* its own timeouts for network lookups.
 
-    :param check: a function of one argument, the stream; its return value is
-        ignored
+    :param check: a blocking function of one argument, the stream, that returns
+        ``None`` (anything else rejects the peer, as for async hooks)
+    :raises TypeError: *check* is not callable, or is an async function
     :param limiter: how many such checks may run at once (default: AnyIO's shared
         thread limiter, 40 threads)
     """
     if not callable(check):
         raise TypeError(f"check must be callable, not {type(check).__name__}")
+    if inspect.iscoroutinefunction(check):
+        # its coroutine would never run in the thread, and the peer pass unchecked
+        raise TypeError(
+            "verify_in_thread() takes a blocking function; pass an async check as "
+            "verify_peer=check directly"
+        )
 
     async def in_thread(stream: Any) -> None:
-        await to_thread.run_sync(check, stream, limiter=limiter, **{_ABANDON: True})
+        result = await to_thread.run_sync(
+            check, stream, limiter=limiter, **{_ABANDON: True}
+        )
+        if result is not None:  # the same rule as for async hooks
+            if inspect.iscoroutine(result):
+                result.close()
+            raise TypeError(
+                f"verify_peer checks reject by raising and return None; this one "
+                f"returned {result!r}"
+            )
 
     return in_thread
 
