@@ -411,9 +411,12 @@ async def _assert_server_sees_rejection(server: TLSStream) -> None:
     await anyio.aclose_forcefully(server)
 
 
+@pytest.mark.parametrize("tls_version", ["1.2", "1.3"])
 async def test_hook_that_raises_rejects_and_closes_the_transport(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext, tls_version: str
 ) -> None:
+    if tls_version == "1.2":
+        client_context.maximum_version = ssl.TLSVersion.TLSv1_2
     seen: list[Any] = []
 
     async def reject(stream: TLSStream) -> None:
@@ -431,6 +434,43 @@ async def test_hook_that_raises_rejects_and_closes_the_transport(
     with pytest.raises(anyio.ClosedResourceError):
         await transport.send(b"x")
     await _assert_server_sees_rejection(server)
+
+
+async def test_server_hook_that_rejects_sends_no_tickets_and_cuts_the_client_off(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    async def reject(stream: TLSStream) -> None:
+        raise PermissionError("no clients today")
+
+    client_transport, server_transport = memory_transports()
+    outcome: list[BaseException] = []
+    with anyio.fail_after(TIMEOUT):
+        async with anyio.create_task_group() as tg:
+
+            async def server() -> None:
+                try:
+                    await TLSStream.wrap(
+                        server_transport,
+                        server_side=True,
+                        ssl_context=server_context,
+                        verify_peer=reject,
+                    )
+                except PeerVerificationError as exc:
+                    outcome.append(exc)
+
+            tg.start_soon(server)
+            # TLS 1.3: the client's handshake is complete before the server's
+            client = await TLSStream.wrap(
+                client_transport, hostname="localhost", ssl_context=client_context
+            )
+            with pytest.raises(anyio.BrokenResourceError):
+                await client.receive()
+    [error] = outcome
+    assert isinstance(error.__cause__, PermissionError)
+    session = client.extra(TLSAttribute.ssl_object).session
+    assert session is not None
+    assert not session.has_ticket  # the held-back tickets never left
+    await anyio.aclose_forcefully(client)
 
 
 async def test_hook_that_returns_false_rejects(
