@@ -15,11 +15,13 @@ import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.streams.tls
 import pytest
 import trio
 import trio.testing
@@ -334,6 +336,32 @@ async def test_server_computes_the_binding_the_client_sees(
     ours = tls_server_end_point(pki.der(pki.leaf))
     assert ours == _end_point_attribute(client) == expected_end_point(pki.der(pki.leaf))
     assert len(ours) == 48  # SHA-384: the ECDSA P-384 leaf's signature hash
+
+
+async def test_channel_binding_works_on_anyios_own_tls_stream(
+    pki_contexts: tuple[ssl.SSLContext, ssl.SSLContext, Pki],
+) -> None:
+    client_context, server_context, pki = pki_contexts
+    client_transport, server_transport = memory_transports()
+    with anyio.fail_after(TIMEOUT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(
+                partial(
+                    anyio.streams.tls.TLSStream.wrap,
+                    server_transport,
+                    server_side=True,
+                    ssl_context=server_context,
+                )
+            )
+            client = await anyio.streams.tls.TLSStream.wrap(
+                client_transport, hostname="localhost", ssl_context=client_context
+            )
+    expected = expected_end_point(pki.der(pki.leaf))
+    assert channel_binding(client) == expected
+    assert client.extra(TLSAttribute.tls_version) == "TLSv1.3"
+    with pytest.raises(ChannelBindingError, match="RFC 9266"):
+        channel_binding(client, "tls-unique")
+    await anyio.aclose_forcefully(client)
 
 
 @trio_only

@@ -565,8 +565,10 @@ def channel_binding(
 ) -> bytes | None:
     """Channel binding data for a stream of either face.
 
-    On the AnyIO face (or any stream that forwards its attributes) this reads the
-    typed attributes; on the Trio face it calls ``stream.get_channel_binding()``.
+    Works with the AnyIO face (and any stream that forwards its attributes, also
+    ``anyio.streams.tls.TLSStream``: it reads ``TLSAttribute.ssl_object``) and with
+    the Trio face (it calls ``stream.get_channel_binding()``). The same rules as
+    there: ``tls-unique`` is refused on TLS 1.3 whichever stream asks.
 
     :param cb_type: ``"tls-server-end-point"`` (RFC 5929 section 4.1; the client
         side: a server computes its own with :func:`tls_server_end_point`) or
@@ -576,14 +578,8 @@ def channel_binding(
     :raises ValueError: a type ``ssl`` does not know
     """
     if isinstance(stream, TypedAttributeProvider):
-        if cb_type == "tls-server-end-point":
-            value: bytes | None = stream.extra(
-                CertificateAttribute.channel_binding_tls_server_end_point
-            )
-            return value
-        if cb_type == "tls-unique":
-            value = stream.extra(TLSAttribute.channel_binding_tls_unique)
-            return value
+        # Through the SSLObject, not our attributes: the same answer for AnyIO's own
+        # TLSStream, which has no CertificateAttribute and forwards tls-unique.
         ssl_object: ssl.SSLObject = stream.extra(TLSAttribute.ssl_object)
         return get_channel_binding(ssl_object, cb_type)
     return stream.get_channel_binding(cb_type)
