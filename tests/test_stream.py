@@ -9,7 +9,7 @@ import anyio.streams.tls
 import pytest
 from anyio.abc import SocketAttribute
 
-from anyiotls import TLSAttribute, TLSStream
+from anyiotls import ChannelBindingError, TLSAttribute, TLSStream
 
 from .pairs import memory_transports, receive_exactly, tls_pair
 
@@ -62,7 +62,9 @@ async def test_attributes_are_anyios_own_and_transport_attributes_pass_through(
         assert "subjectAltName" in cert
         assert isinstance(client.extra(TLSAttribute.peer_certificate_binary), bytes)
         assert server.extra(TLSAttribute.peer_certificate) is None
-        assert isinstance(client.extra(TLSAttribute.channel_binding_tls_unique), bytes)
+        # deliberately unlike anyio: tls-unique is not defined for TLS 1.3 (RFC 9266)
+        with pytest.raises(ChannelBindingError, match="RFC 9266"):
+            client.extra(TLSAttribute.channel_binding_tls_unique)
         # the socket's own attributes survive the wrapping
         assert client.extra(SocketAttribute.remote_address)[0] == "127.0.0.1"
 

@@ -10,7 +10,7 @@ __all__ = ("TLSConnectable", "TLSListener", "TLSStream")
 
 import logging
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from functools import wraps
 from typing import Any
 
@@ -26,6 +26,7 @@ from anyio import (
 from anyio.abc import AnyByteStream, ByteStream, Listener, TaskGroup
 from anyio.streams.tls import TLSAttribute
 
+from ._certs import certificate_attributes, get_channel_binding, make_verify_step
 from ._context import default_context, encode_hostname
 from ._driver import FaceErrors, TLSDriver
 from ._engine import TLSEngine, is_ragged_eof
@@ -36,6 +37,10 @@ except ImportError:  # anyio < 4.10 has no connectables; keep the class usable
     _ConnectableBase = object  # type: ignore[assignment,misc]
 
 logger = logging.getLogger("anyiotls")
+
+#: A ``verify_peer`` hook: called with the stream after the handshake, before any
+#: application data; rejects the peer by raising.
+VerifyPeer = Callable[["TLSStream"], Awaitable[None]]
 
 _ERRORS = FaceErrors(
     broken=BrokenResourceError,
@@ -71,6 +76,7 @@ class TLSStream(ByteStream):
         hostname: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         standard_compatible: bool = True,
+        verify_peer: VerifyPeer | None = None,
     ) -> None:
         """Prepare TLS over *transport_stream*; no handshake yet (see :meth:`wrap`)."""
         if server_side is None:
@@ -96,6 +102,9 @@ class TLSStream(ByteStream):
             transport_eof=EndOfStream,
             errors=_ERRORS,
             ragged_eof_is_error=standard_compatible,
+            verify_peer=None
+            if verify_peer is None
+            else make_verify_step(verify_peer, self),
         )
         self._ssl_object = engine.ssl_object
 
@@ -108,6 +117,7 @@ class TLSStream(ByteStream):
         hostname: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         standard_compatible: bool = True,
+        verify_peer: VerifyPeer | None = None,
     ) -> TLSStream:
         """Wrap *transport_stream* in TLS and perform the handshake.
 
@@ -122,8 +132,14 @@ class TLSStream(ByteStream):
             for the side, with ``OP_IGNORE_UNEXPECTED_EOF`` cleared
         :param standard_compatible: if ``False``, closing skips the closing
             handshake and a peer that does the same is not an error
+        :param verify_peer: an async callable run with the stream once the
+            handshake's messages are done, before any application data passes
+            (e.g. :func:`anyiotls.pin_sha256`); it rejects the peer by raising
+            (see ``docs/certificates.md``)
         :raises ~ssl.SSLError: if the handshake fails (its own type, such as
             :exc:`ssl.SSLCertVerificationError`); the transport is then closed
+        :raises ~anyiotls.PeerVerificationError: *verify_peer* raised (its
+            exception is the ``__cause__``); the transport is then closed
         :raises ~anyio.BrokenResourceError: if the transport fails or ends during the
             handshake; the transport is then closed
 
@@ -135,6 +151,7 @@ class TLSStream(ByteStream):
             hostname=hostname,
             ssl_context=ssl_context,
             standard_compatible=standard_compatible,
+            verify_peer=verify_peer,
         )
         # Not ``await stream.do_handshake()``: one frame less between this task
         # and the transport at each of the handshake's waits.
@@ -152,6 +169,8 @@ class TLSStream(ByteStream):
         and gets its outcome.
 
         :raises ~ssl.SSLError: if the handshake fails; the transport is closed
+        :raises ~anyiotls.PeerVerificationError: the ``verify_peer`` hook rejected
+            the peer; the transport is closed
         :raises ~anyio.BrokenResourceError: if the transport fails or ends; the
             transport is closed
 
@@ -179,7 +198,9 @@ class TLSStream(ByteStream):
             and isinstance(cause, ssl.SSLError)
             and not is_ragged_eof(cause)
         ):
-            raise cause from None
+            # (``from`` its own cause: a PeerVerificationError keeps the hook's
+            # exception; other ssl errors have none, so this is ``from None``)
+            raise cause from cause.__cause__
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         """Receive up to *max_bytes* bytes of decrypted data.
@@ -361,12 +382,20 @@ class TLSStream(ByteStream):
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
-        """The transport's attributes, plus every :class:`TLSAttribute`."""
+        """The transport's attributes, every :class:`TLSAttribute` and every
+        :class:`~anyiotls.CertificateAttribute`.
+
+        ``TLSAttribute.channel_binding_tls_unique`` raises
+        :exc:`~anyiotls.ChannelBindingError` on a TLS 1.3 connection (RFC 9266).
+        """
         sslobj = self._ssl_object
         return {
             **self.transport_stream.extra_attributes,
             TLSAttribute.alpn_protocol: sslobj.selected_alpn_protocol,
-            TLSAttribute.channel_binding_tls_unique: sslobj.get_channel_binding,
+            # refused on TLS 1.3 (docs/migrating.md)
+            TLSAttribute.channel_binding_tls_unique: lambda: get_channel_binding(
+                sslobj, "tls-unique"
+            ),
             TLSAttribute.cipher: sslobj.cipher,
             TLSAttribute.peer_certificate: lambda: sslobj.getpeercert(False),
             TLSAttribute.peer_certificate_binary: lambda: sslobj.getpeercert(True),
@@ -377,6 +406,7 @@ class TLSStream(ByteStream):
             TLSAttribute.standard_compatible: lambda: self.standard_compatible,
             TLSAttribute.ssl_object: lambda: sslobj,
             TLSAttribute.tls_version: sslobj.version,
+            **certificate_attributes(sslobj),
         }
 
 
@@ -390,7 +420,10 @@ class TLSListener(Listener[TLSStream]):
     :param listener: the listener to wrap
     :param ssl_context: the server's context
     :param standard_compatible: passed to :meth:`TLSStream.wrap`
-    :param handshake_timeout: seconds a handshake may take
+    :param handshake_timeout: seconds a handshake may take (the *verify_peer*
+        hook included)
+    :param verify_peer: passed to :meth:`TLSStream.wrap`; a rejected client is a
+        failed handshake
     """
 
     def __init__(
@@ -399,9 +432,12 @@ class TLSListener(Listener[TLSStream]):
         ssl_context: ssl.SSLContext,
         standard_compatible: bool = True,
         handshake_timeout: float = 30,
+        *,
+        verify_peer: VerifyPeer | None = None,
     ) -> None:
         """See the class docstring."""
         self.listener = listener
+        self.verify_peer = verify_peer
         self.ssl_context = ssl_context
         self.standard_compatible = standard_compatible
         self.handshake_timeout = handshake_timeout
@@ -436,6 +472,7 @@ class TLSListener(Listener[TLSStream]):
                         stream,
                         ssl_context=self.ssl_context,
                         standard_compatible=self.standard_compatible,
+                        verify_peer=self.verify_peer,
                     )
             except BaseException as exc:
                 await self.handle_handshake_error(exc, stream)
@@ -464,6 +501,7 @@ class TLSConnectable(_ConnectableBase):
     :param hostname: the server's host name (SNI and certificate check)
     :param ssl_context: the context (default: a secure client context)
     :param standard_compatible: passed to :meth:`TLSStream.wrap`
+    :param verify_peer: passed to :meth:`TLSStream.wrap`
     """
 
     def __init__(
@@ -473,6 +511,7 @@ class TLSConnectable(_ConnectableBase):
         hostname: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         standard_compatible: bool = True,
+        verify_peer: VerifyPeer | None = None,
     ) -> None:
         """See the class docstring."""
         self.connectable = connectable
@@ -486,6 +525,7 @@ class TLSConnectable(_ConnectableBase):
             )
         self.hostname = hostname
         self.standard_compatible = standard_compatible
+        self.verify_peer = verify_peer
 
     async def connect(self) -> TLSStream:
         """Connect, then handshake; the connection is closed if the handshake fails."""
@@ -496,6 +536,7 @@ class TLSConnectable(_ConnectableBase):
                 hostname=self.hostname,
                 ssl_context=self.ssl_context,
                 standard_compatible=self.standard_compatible,
+                verify_peer=self.verify_peer,
             )
         except BaseException:
             await aclose_forcefully(stream)

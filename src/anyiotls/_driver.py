@@ -23,6 +23,8 @@ waiting for receive lock    nothing happened.
                             in the backlog (``_to_backlog``): it returns that data.
 waiting for the handshake   (a task waiting for another task's handshake) nothing
                             happened to the stream.
+the ``verify_peer`` hook    as a cancelled handshake: the stream is broken (the
+                            handshake failed); no application data was exchanged.
 final checkpoint            not cancellable (``cancel_shielded_checkpoint``), so a
                             finished step always returns its result.
 ==========================  ===========================================================
@@ -56,7 +58,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, NamedTuple, TypeVar
 
-from anyio import CancelScope, Event, move_on_after
+from anyio import CancelScope, Event, get_current_task, move_on_after
 from anyio.abc import ByteReceiveStream
 from anyio.lowlevel import (
     cancel_shielded_checkpoint,
@@ -258,6 +260,8 @@ class TLSDriver:
         "_transport_eof",
         "_transport_receive",
         "_transport_send",
+        "_verify_peer",
+        "_verifying_task",
         "_version",
     )
 
@@ -270,8 +274,14 @@ class TLSDriver:
         transport_eof: type[BaseException] | tuple[type[BaseException], ...],
         errors: FaceErrors,
         ragged_eof_is_error: bool,
+        verify_peer: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._engine = engine
+        #: run after the handshake's messages, before it counts as done (see
+        #: :meth:`handshake`); raises an ssl.SSLError to reject the peer
+        self._verify_peer = verify_peer
+        #: the task running ``_verify_peer`` (None: not running; -1: it has run)
+        self._verifying_task: int | None = None
         self._transport_send = transport_send
         self._transport_receive: Callable[..., Awaitable[bytes]] = transport_receive
         self._receive_size = _receive_size(transport_receive)
@@ -323,6 +333,13 @@ class TLSDriver:
     def handshake_done(self) -> bool:
         """``True`` once the handshake completed successfully."""
         return self._handshake is _Handshake.DONE
+
+    @property
+    def tls_handshake_done(self) -> bool:
+        """``True`` once the handshake's messages are done: already while the
+        ``verify_peer`` hook runs (and after it rejected the peer), when
+        :attr:`handshake_done` is still ``False``."""
+        return self._handshake is _Handshake.DONE or self._verifying_task is not None
 
     @property
     def handshake_failed(self) -> bool:
@@ -631,7 +648,9 @@ class TLSDriver:
 
         Every waiting task gets the outcome: a failed or cancelled handshake raises
         the face's ``BrokenResourceError`` (``__cause__``: the ssl error) in all of
-        them. The task that ran it sees the failure itself.
+        them. The task that ran it sees the failure itself. With a ``verify_peer``
+        step, the handshake is done only once the step returned; a step that
+        raises fails it as an ssl error does.
         """
         state = self._handshake
         if state is _Handshake.DONE:
@@ -640,6 +659,16 @@ class TLSDriver:
                 raise self._state_error()
             return
         if state is _Handshake.RUNNING:
+            if (
+                self._verifying_task is not None
+                and self._verifying_task == get_current_task().id
+            ):
+                # It would wait for itself until its deadline.
+                await checkpoint()
+                raise RuntimeError(
+                    "a verify_peer hook must not send or receive on the stream it "
+                    "verifies: no application data may pass before it accepted"
+                )
             # Made by the first waiter: most handshakes have none.
             if self._handshake_finished is None:
                 self._handshake_finished = Event()
@@ -667,6 +696,16 @@ class TLSDriver:
                 None,
                 hold_final=self._engine.server_side,
             )
+            if self._verify_peer is not None:
+                # Before the handshake counts as done: tasks waiting for it (and
+                # sends or receives, which wait for it) go on only once the hook
+                # accepted the peer. A TLS 1.3 server's held-back tickets stay
+                # held, so a rejected client gets none.
+                self._verifying_task = get_current_task().id
+                try:
+                    await self._verify_peer()
+                finally:
+                    self._verifying_task = -1
         except ssl.SSLError as exc:
             self._handshake = _Handshake.FAILED
             raise self._break(exc) from exc

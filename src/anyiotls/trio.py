@@ -29,12 +29,14 @@ import operator
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Generic, Literal, NoReturn, TypeVar, cast, overload
 
 import anyio
 import trio
 from anyio.abc import AnyByteStream, ByteStream
 
+from ._certs import get_channel_binding, make_verify_step, peer_chain
 from ._context import default_context, encode_hostname
 from ._driver import FaceErrors, TLSDriver
 from ._engine import TLSEngine, is_ragged_eof
@@ -42,6 +44,10 @@ from ._locks import ConflictDetector
 
 T_Stream = TypeVar("T_Stream", bound=trio.abc.Stream)
 _R = TypeVar("_R")
+
+#: A ``verify_peer`` hook: called with the stream after the handshake, before any
+#: application data; rejects the peer by raising.
+VerifyPeer = Callable[["SSLStream[Any]"], Awaitable[None]]
 
 #: ``receive_some()`` without ``max_bytes`` decrypts up to this much. trio starts at
 #: 16 KiB (one record, all its ``SSLObject.read`` returns per call) and grows with
@@ -90,6 +96,13 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
         :exc:`trio.BrokenResourceError`. ``True`` (what HTTPS peers do): closing
         only closes the transport, and a transport that ends without close_notify
         (even before the handshake) reads as a clean ``b""``
+    :param verify_peer: not in trio: an async callable run with this stream once
+        the handshake's messages are done, before any application data passes
+        (e.g. :func:`anyiotls.pin_sha256`). Raising rejects the peer: the
+        transport is closed and the handshake fails with
+        :exc:`trio.BrokenResourceError` whose ``__cause__`` is an
+        :exc:`anyiotls.PeerVerificationError` (whose ``__cause__`` is the hook's
+        exception). Cancelled, it breaks the stream as a cancelled handshake does.
 
     :var transport_stream: the wrapped stream (``None`` after :meth:`unwrap`)
 
@@ -119,6 +132,7 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
         server_hostname: str | bytes | None = None,
         server_side: bool = False,
         https_compatible: bool = False,
+        verify_peer: VerifyPeer | None = None,
     ) -> None:
         """See the class docstring."""
         if not isinstance(ssl_context, ssl.SSLContext):
@@ -145,6 +159,14 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
             transport_eof=(),  # a Trio stream returns b"" at EOF
             errors=_ERRORS,
             ragged_eof_is_error=not https_compatible,
+            verify_peer=None
+            if verify_peer is None
+            else make_verify_step(
+                verify_peer,
+                self,
+                # trio leaves the transport to aclose(); a rejected peer is cut off
+                on_reject=partial(trio.aclose_forcefully, transport_stream),
+            ),
         )
 
     @property
@@ -354,7 +376,8 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
     # -- forwarded from the SSLObject (the names trio forwards) ----------------------
 
     def _need_handshake(self, name: str) -> ssl.SSLObject:
-        if not self._driver.handshake_done:
+        # (tls_handshake_done: a verify_peer hook may read these)
+        if not self._driver.tls_handshake_done:
             raise trio.NeedHandshakeError(
                 f"call do_handshake() before calling {name!r}"
             )
@@ -429,8 +452,39 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
         return self._ssl_object.pending()
 
     def get_channel_binding(self, cb_type: str = "tls-unique") -> bytes | None:
-        """Channel binding data (:exc:`trio.NeedHandshakeError` before)."""
-        return self._need_handshake("get_channel_binding").get_channel_binding(cb_type)
+        """Channel binding data (:exc:`trio.NeedHandshakeError` before).
+
+        Beyond trio: ``"tls-server-end-point"`` (RFC 5929, client side; see
+        :func:`anyiotls.tls_server_end_point`). Unlike trio, ``"tls-unique"`` on a
+        TLS 1.3 connection raises :exc:`anyiotls.ChannelBindingError` (RFC 9266:
+        not defined there) instead of returning a value.
+
+        :raises anyiotls.ChannelBindingError: see above; also on the server side
+            for ``tls-server-end-point``, for an Ed25519/Ed448 server certificate,
+            and for ``tls-exporter`` (CPython cannot export keying material)
+        """
+        return get_channel_binding(self._need_handshake("get_channel_binding"), cb_type)
+
+    def get_verified_chain(self) -> list[bytes]:
+        """The peer's verified chain, DER, leaf first (as ``ssl.SSLObject``'s).
+
+        Not in trio. Without verification (``CERT_NONE``) the same as
+        :meth:`get_unverified_chain`.
+
+        :raises NotImplementedError: below Python 3.13 (no public API there)
+        :raises trio.NeedHandshakeError: before the handshake
+        """
+        return peer_chain(self._need_handshake("get_verified_chain"), "verified")
+
+    def get_unverified_chain(self) -> list[bytes]:
+        """The certificates as the peer sent them, DER, leaf first.
+
+        Not in trio. Only the leaf was checked for being part of a valid chain.
+
+        :raises NotImplementedError: below Python 3.13 (no public API there)
+        :raises trio.NeedHandshakeError: before the handshake
+        """
+        return peer_chain(self._need_handshake("get_unverified_chain"), "unverified")
 
     def selected_alpn_protocol(self) -> str | None:
         """The ALPN protocol agreed on (:exc:`trio.NeedHandshakeError` before)."""
@@ -487,6 +541,8 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
     :param https_compatible: passed to :class:`SSLStream`
     :param half_closeable: accept :class:`HalfCloseableSSLStream` objects (not in
         trio)
+    :param verify_peer: passed to :class:`SSLStream` (runs at the stream's
+        handshake, not in :meth:`accept`)
 
     :var transport_listener: the wrapped listener
     """
@@ -498,6 +554,7 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
         *,
         https_compatible: bool = False,
         half_closeable: bool = False,
+        verify_peer: VerifyPeer | None = None,
     ) -> None:
         """See the class docstring."""
         self.transport_listener = transport_listener
@@ -506,6 +563,7 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
         self._stream_class: type[SSLStream[Any]] = (
             HalfCloseableSSLStream if half_closeable else SSLStream
         )
+        self._verify_peer = verify_peer
 
     async def accept(self) -> SSLStream[T_Stream]:
         """Accept the next connection and wrap it in an :class:`SSLStream`."""
@@ -515,6 +573,7 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
             self._ssl_context,
             server_side=True,
             https_compatible=self._https_compatible,
+            verify_peer=self._verify_peer,
         )
 
     async def aclose(self) -> None:

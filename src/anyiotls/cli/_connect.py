@@ -22,7 +22,7 @@ from typing import Any, TextIO
 import anyio
 from anyio.streams.tls import TLSAttribute
 
-from .. import TLSStream
+from .. import CertificateAttribute, ChannelBindingError, TLSStream, spki_sha256
 from .._engine import is_ragged_eof
 from ._args import parse_address, parse_alpn
 from ._exit import CLIError, ExitCode, find_cli_error, leaves
@@ -241,12 +241,23 @@ async def _open(
 # -- describing the connection ----------------------------------------------------
 
 
-def _chain(ssl_object: Any) -> list[bytes] | None:
+def _chain(stream: TLSStream) -> list[bytes] | None:
     """The certificates the server sent (DER), if this Python exposes them (3.13+)."""
-    getter = getattr(ssl_object, "get_unverified_chain", None)
-    if getter is None:
+    try:
+        return list(stream.extra(CertificateAttribute.unverified_chain))
+    except NotImplementedError:
         return None
-    return [cert for cert in getter() or [] if isinstance(cert, bytes)]
+
+
+def _end_point(stream: TLSStream) -> tuple[str | None, str | None]:
+    """(tls-server-end-point in hex, or None and why not)."""
+    try:
+        binding = stream.extra(
+            CertificateAttribute.channel_binding_tls_server_end_point
+        )
+    except ChannelBindingError as exc:
+        return None, str(exc)
+    return binding.hex(), None
 
 
 def _report(
@@ -259,8 +270,9 @@ def _report(
 ) -> dict[str, Any]:
     name, _, bits = stream.extra(TLSAttribute.cipher)
     der = stream.extra(TLSAttribute.peer_certificate_binary)
-    chain = _chain(stream.extra(TLSAttribute.ssl_object))
+    chain = _chain(stream)
     verified = context.verify_mode != ssl.CERT_NONE
+    end_point, end_point_error = _end_point(stream) if der else (None, None)
     return {
         "address": address,
         "servername": servername,
@@ -275,6 +287,10 @@ def _report(
         "peer_chain": None
         if chain is None
         else [describe_certificate(c) for c in chain],
+        # for anyiotls.pin_sha256() and curl --pinnedpubkey
+        "peer_pin_sha256": spki_sha256(der) if der else None,
+        "tls_server_end_point": end_point,
+        "tls_server_end_point_error": end_point_error,
         "handshake_ms": round(elapsed * 1000, 1),
     }
 
@@ -330,6 +346,8 @@ def _print_report(out: TextIO, report: dict[str, Any]) -> None:
         )
     if report["starttls"]:
         rows.append(("STARTTLS", f"{report['starttls']}: {report['starttls_note']}"))
+    if report["peer_pin_sha256"]:
+        rows.append(("key pin", report["peer_pin_sha256"]))
     for label, value in rows:
         print(f"  {label:<10}{printable(value)}", file=out)
     chain = report["peer_chain"]
