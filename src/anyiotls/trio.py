@@ -23,18 +23,28 @@ __all__ = (
 
 import operator
 import ssl
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from typing import Any, Generic, Literal, TypeVar, cast, overload
 
 import anyio
 import trio
 from anyio.abc import AnyByteStream, ByteStream
 
+from ._clienthello import ClientHello, ClientHelloError
 from ._context import encode_hostname
 from ._driver import FaceErrors, TLSDriver
 from ._engine import TLSEngine, is_ragged_eof
 from ._locks import ConflictDetector
+from ._sni import (
+    ALERT_SEND_TIMEOUT,
+    SelectContext,
+    Selection,
+    ServerNames,
+    load_server_context,
+    read_client_hello,
+    refusal_alert,
+)
 
 T_Stream = TypeVar("T_Stream", bound=trio.abc.Stream)
 _R = TypeVar("_R")
@@ -59,8 +69,16 @@ _ERRORS = FaceErrors(
 
 def _is_eof_before_handshake(exc: BaseException | None) -> bool:
     # trio treats SSLSyscallError like a ragged EOF here: some OpenSSL builds report
-    # an EOF in the middle of a handshake that way.
-    return is_ragged_eof(exc) or isinstance(exc, ssl.SSLSyscallError)
+    # an EOF in the middle of a handshake that way. A listener that reads the
+    # ClientHello first (sni_contexts) sees the same EOF earlier.
+    return (
+        is_ragged_eof(exc)
+        or isinstance(exc, ssl.SSLSyscallError)
+        or (
+            isinstance(exc, ClientHelloError)
+            and exc.reason == "EOF_BEFORE_CLIENT_HELLO"
+        )
+    )
 
 
 class SSLStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
@@ -140,11 +158,62 @@ class SSLStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
             errors=_ERRORS,
             ragged_eof_is_error=not https_compatible,
         )
+        self._client_hello: ClientHello | None = None
 
     @property
     def https_compatible(self) -> bool:
         """The ``https_compatible`` the stream was created with (read-only)."""
         return self._https_compatible
+
+    @property
+    def client_hello(self) -> ClientHello | None:
+        """What the client offered (server name, ALPN, versions, cipher suites).
+
+        Not in trio. Set once the handshake has started on a stream accepted by an
+        :class:`SSLListener` with ``sni_contexts`` or ``select_context`` (which
+        reads the ClientHello to choose the context); ``None`` otherwise.
+        """
+        return self._client_hello
+
+    def _choose_context_first(
+        self, default: ssl.SSLContext, selection: Selection, timeout: float
+    ) -> None:
+        """Make the handshake read the ClientHello and choose the context first.
+
+        The engine built by ``__init__`` is replaced, unused, by one with the
+        chosen context, fed every byte read (see ``_sni.py``).
+        """
+        transport = self.transport_stream
+
+        async def make_engine() -> TLSEngine:
+            try:
+                with trio.fail_after(timeout):
+                    try:
+                        hello, prefix = await read_client_hello(transport.receive_some)
+                        context = await selection.choose(hello, default)
+                    except Exception as exc:
+                        alert = refusal_alert(exc)
+                        if alert is not None:
+                            with (
+                                trio.move_on_after(ALERT_SEND_TIMEOUT),
+                                suppress(Exception),
+                            ):
+                                await transport.send_all(alert)
+                        raise
+            except ssl.SSLError:
+                raise  # the driver turns it into BrokenResourceError, as trio does
+            except Exception as exc:
+                # select_context's own exception, a timeout, a transport failure
+                raise trio.BrokenResourceError(
+                    "the connection was refused before its handshake"
+                ) from exc
+            engine = TLSEngine(context, server_side=True, server_hostname=None)
+            engine.receive_data(prefix)
+            self._ssl_object = engine.ssl_object
+            self._client_hello = hello
+            return engine
+
+        self._driver.replace_engine_before_handshake(make_engine)
 
     # -- the trio.abc.Stream interface -----------------------------------------------
 
@@ -457,9 +526,31 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
     The handshake happens on the accepted stream's first use (as in trio), not in
     :meth:`accept`.
 
+    Certificates per host name (see :doc:`/sni`), beyond trio: with *sni_contexts*
+    or *select_context*, the stream's handshake first reads the client's
+    ClientHello (at most 16 KiB of message in at most 64 records, within
+    *handshake_timeout*), chooses the context, and only then starts with it,
+    handing over every byte it read; :attr:`SSLStream.client_hello` then shows
+    what the client offered. Without them nothing is read ahead. Assigning
+    :attr:`ssl_context` or :attr:`sni_contexts` (or :meth:`reload_certificate`)
+    affects only connections accepted afterwards.
+
     :param transport_listener: the listener whose connections get encrypted
-    :param ssl_context: the server's context
+    :param ssl_context: the server's context (with *sni_contexts*: the default)
     :param https_compatible: passed to :class:`SSLStream`
+    :param sni_contexts: host name → context, as for :class:`anyiotls.TLSListener`
+    :param select_context: ``async def select(hello) -> SSLContext | None``, as
+        for :class:`anyiotls.TLSListener`
+    :param refuse_unknown_names: refuse names not in *sni_contexts*
+        (``unrecognized_name`` alert) instead of using *ssl_context*
+    :param handshake_timeout: seconds the ClientHello may take to arrive and
+        *select_context* to answer (only with *sni_contexts*/*select_context*; the
+        rest of the handshake is bounded by the caller's cancel scopes, as in trio)
+
+    A refused connection's handshake raises :exc:`trio.BrokenResourceError` whose
+    ``__cause__`` is :exc:`anyiotls.ClientHelloError` (not a well-formed
+    ClientHello), :exc:`anyiotls.UnrecognizedNameError`, :exc:`trio.TooSlowError`
+    (*handshake_timeout*) or the exception *select_context* raised.
 
     :var transport_listener: the wrapped listener
     """
@@ -470,21 +561,91 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
         ssl_context: ssl.SSLContext,
         *,
         https_compatible: bool = False,
+        sni_contexts: Mapping[str, ssl.SSLContext] | None = None,
+        select_context: SelectContext | None = None,
+        refuse_unknown_names: bool = False,
+        handshake_timeout: float = 30,
     ) -> None:
         """See the class docstring."""
         self.transport_listener = transport_listener
         self._ssl_context = ssl_context
         self._https_compatible = https_compatible
+        self._select_context = select_context
+        self._refuse_unknown_names = refuse_unknown_names
+        #: seconds for the ClientHello and ``select_context`` (see the class)
+        self.handshake_timeout = handshake_timeout
+        self._selection: Selection | None = None
+        if sni_contexts is not None or select_context is not None:
+            self.sni_contexts = sni_contexts or {}
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The (default) server context; assign a new one for later connections."""
+        return self._ssl_context
+
+    @ssl_context.setter
+    def ssl_context(self, context: ssl.SSLContext) -> None:
+        if not isinstance(context, ssl.SSLContext):
+            raise TypeError(
+                f"ssl_context must be an ssl.SSLContext, not {type(context).__name__}"
+            )
+        self._ssl_context = context
+
+    @property
+    def sni_contexts(self) -> Mapping[str, ssl.SSLContext]:
+        """The host name table (read-only; assign a new mapping to change it)."""
+        return self._selection.names if self._selection is not None else {}
+
+    @sni_contexts.setter
+    def sni_contexts(self, contexts: Mapping[str, ssl.SSLContext]) -> None:
+        self._selection = Selection(
+            ServerNames(contexts), self._select_context, self._refuse_unknown_names
+        )
+
+    def reload_certificate(
+        self,
+        certfile: str | bytes,
+        keyfile: str | bytes | None = None,
+        *,
+        password: str | bytes | Callable[[], str | bytes] | None = None,
+        server_name: str | None = None,
+        make_context: Callable[[], ssl.SSLContext] | None = None,
+    ) -> ssl.SSLContext:
+        """Load a certificate and key into a *new* context and use it from now on.
+
+        As :meth:`anyiotls.TLSListener.reload_certificate`: replaces
+        :attr:`ssl_context` (or *server_name*'s entry in :attr:`sni_contexts`);
+        raises and changes nothing if the files cannot be loaded.
+
+        :return: the new context
+        :raises OSError: a file cannot be read (nothing changed)
+        :raises ssl.SSLError: the files are not a matching certificate and key
+            (nothing changed)
+        """
+        context = load_server_context(
+            certfile, keyfile, password=password, make_context=make_context
+        )
+        if server_name is None:
+            self.ssl_context = context
+        else:
+            self.sni_contexts = {**self.sni_contexts, server_name: context}
+        return context
 
     async def accept(self) -> SSLStream[T_Stream]:
         """Accept the next connection and wrap it in an :class:`SSLStream`."""
         transport_stream = await self.transport_listener.accept()
-        return SSLStream(
+        # What this connection uses is fixed when it is accepted.
+        context = self._ssl_context
+        selection = self._selection
+        stream = SSLStream(
             transport_stream,
-            self._ssl_context,
+            context,
             server_side=True,
             https_compatible=self._https_compatible,
         )
+        if selection is not None:
+            stream._choose_context_first(context, selection, self.handshake_timeout)
+        return stream
 
     async def aclose(self) -> None:
         """Close the wrapped listener."""
