@@ -48,7 +48,14 @@ def test_signatures_match_anyio(path: str) -> None:
 
     ours = resolve(anyiotls)
     theirs = resolve(anyio.streams.tls)
-    assert list(ours.parameters) == list(theirs.parameters)
+    # anyio's parameters, in anyio's order; ours may only add keyword-only ones
+    # with defaults after them (TLSListener's sni_contexts= and friends).
+    names = list(ours.parameters)
+    assert names[: len(theirs.parameters)] == list(theirs.parameters)
+    for name in names[len(theirs.parameters) :]:
+        extra = ours.parameters[name]
+        assert extra.kind is inspect.Parameter.KEYWORD_ONLY, name
+        assert extra.default is not inspect.Parameter.empty, name
     for name, param in theirs.parameters.items():
         assert ours.parameters[name].default == param.default, name
         assert ours.parameters[name].kind == param.kind, name

@@ -266,10 +266,11 @@ def load_server_context(
     :raises ssl.SSLError: the files hold no certificate, no key, or a key that
         does not match the certificate
     """
-    context = make_context() if make_context is not None else None
-    if context is None:
+    if make_context is None:
         context = default_context(server_side=True)
-    elif not isinstance(context, ssl.SSLContext):
+    else:
+        context = make_context()
+    if not isinstance(context, ssl.SSLContext):
         raise TypeError(
             f"make_context must return an ssl.SSLContext, not {type(context).__name__}"
         )
