@@ -6,7 +6,6 @@ ClientHello parser alone in ``test_clienthello.py``.
 
 from __future__ import annotations
 
-import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -31,6 +30,7 @@ from anyiotls import (
 )
 from anyiotls._sni import ServerNames
 
+from .sni_helpers import EXPECTED, Certificates, common_name, sni_table
 from .test_clienthello import hello_body, wire
 
 pytestmark = pytest.mark.anyio
@@ -38,86 +38,10 @@ pytestmark = pytest.mark.anyio
 #: Upper bound for one whole test: nothing here may hang.
 TIMEOUT = 20
 
-#: The listener's names, and the certificate (its common name) each one gets.
-EXPECTED = {
-    "a.test": "a.test",
-    "B.Test": "b.test",  # case-insensitive
-    "x.wild.test": "*.wild.test",
-    "bücher.test": "xn--bcher-kva.test",  # IDNA: the client sends the A-label
-    None: "default.test",  # no SNI
-    "unknown.test": "default.test",
-    "wild.test": "default.test",  # a wildcard needs one more label
-    "a.b.wild.test": "default.test",  # ... exactly one
-}
-
-
-# -- certificates and contexts ---------------------------------------------------------
-
-
-@dataclass
-class Certificates:
-    ca: trustme.CA
-    leaves: dict[str, trustme.LeafCert] = field(default_factory=dict)
-
-    def leaf(self, common_name: str) -> trustme.LeafCert:
-        if common_name not in self.leaves:
-            self.leaves[common_name] = self.ca.issue_cert(
-                common_name, common_name=common_name
-            )
-        return self.leaves[common_name]
-
-    def context(
-        self, common_name: str, alpn: list[str] | None = None
-    ) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.leaf(common_name).configure_cert(context)
-        if alpn:
-            context.set_alpn_protocols(alpn)
-        return context
-
-    def client_context(self, server_name: str | None) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        self.ca.configure_trust(context)
-        if (
-            server_name is None
-            or server_name not in EXPECTED
-            or (EXPECTED[server_name] == "default.test")
-        ):
-            context.check_hostname = False  # the default certificate has other names
-        return context
-
-    def write(self, directory: Path, common_name: str) -> tuple[Path, Path]:
-        """The certificate chain and key of *common_name*, as two files."""
-        leaf = self.leaf(common_name)
-        directory.mkdir(parents=True, exist_ok=True)
-        cert = directory / f"{common_name}.crt"
-        key = directory / f"{common_name}.key"
-        cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-        key.write_bytes(leaf.private_key_pem.bytes())
-        return cert, key
-
 
 @pytest.fixture(scope="session")
 def certs() -> Certificates:
     return Certificates(trustme.CA())
-
-
-def sni_table(certs: Certificates) -> dict[str, ssl.SSLContext]:
-    return {
-        "a.test": certs.context("a.test"),
-        "B.TEST": certs.context("b.test"),
-        "*.wild.test": certs.context("*.wild.test"),
-        "bücher.test": certs.context("xn--bcher-kva.test"),
-    }
-
-
-def common_name(cert: Mapping[str, Any] | None) -> str:
-    assert cert is not None
-    for rdn in cert["subject"]:
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    raise AssertionError(f"no common name in {cert}")
 
 
 # -- serving and connecting (AnyIO face) -----------------------------------------------
@@ -409,14 +333,8 @@ async def test_unknown_names_refused_when_asked(certs: Certificates) -> None:
     assert error.server_name == "unknown.test"
 
 
-async def test_garbage_fails_with_client_hello_error(
-    certs: Certificates, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.ERROR, "anyiotls")
-    inner = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    listener = TLSListener(
-        inner, certs.context("default.test"), sni_contexts=sni_table(certs)
-    )
+async def test_garbage_fails_with_client_hello_error(certs: Certificates) -> None:
+    listener = await make_listener(certs)
     malformed = wire(hello_body(session_id=b"\x00" * 33))  # at most 32 bytes
     with anyio.fail_after(TIMEOUT):
         async with serving(listener, lambda s: pytest.fail("no handshake")) as port:
@@ -434,7 +352,7 @@ async def test_garbage_fails_with_client_hello_error(
                 assert received == (
                     b"\x15\x03\x03\x00\x02\x02" + alert if alert else b""
                 )
-    errors = [r.exc_info[1] for r in caplog.records if r.exc_info]
+    errors = listener.seen.errors
     assert [type(e) for e in errors] == [ClientHelloError, ClientHelloError]
     assert [e.reason for e in errors if isinstance(e, ClientHelloError)] == [
         "NOT_A_HANDSHAKE",
