@@ -389,7 +389,7 @@ class Trickle(ByteStream):
 
 
 class TrickleListener(Listener[Trickle]):
-    def __init__(self, inner: anyio.abc.SocketListener) -> None:
+    def __init__(self, inner: Listener[anyio.abc.SocketStream]) -> None:
         self.inner = inner
         self.streams: list[Trickle] = []
 

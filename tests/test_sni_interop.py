@@ -18,7 +18,7 @@ import pytest
 import trustme
 from anyio.abc import SocketAttribute
 
-from anyiotls import TLSListener, TLSStream
+from anyiotls import TLSAttribute, TLSListener, TLSStream
 from anyiotls.trio import SSLListener, SSLStream
 
 from .peers import require_binary
@@ -258,7 +258,7 @@ async def test_our_client_hostname_and_tls12(certs: Certificates) -> None:
                     ssl_context=context,
                 )
                 assert await stream.receive() == b"hello\n"
-                assert stream.extra(anyio.streams.tls.TLSAttribute.tls_version) == (
+                assert stream.extra(TLSAttribute.tls_version) == (
                     "TLSv1.2" if version is ssl.TLSVersion.TLSv1_2 else "TLSv1.3"
                 )
                 await stream.aclose()

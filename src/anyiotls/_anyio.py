@@ -41,6 +41,7 @@ from ._driver import FaceErrors, TLSDriver
 from ._engine import TLSEngine, is_ragged_eof
 from ._sni import (
     ALERT_SEND_TIMEOUT,
+    FilePath,
     SelectContext,
     Selection,
     ServerNames,
@@ -533,8 +534,8 @@ class TLSListener(Listener[TLSStream]):
 
     def reload_certificate(
         self,
-        certfile: str | bytes,
-        keyfile: str | bytes | None = None,
+        certfile: FilePath,
+        keyfile: FilePath | None = None,
         *,
         password: str | bytes | Callable[[], str | bytes] | None = None,
         server_name: str | None = None,

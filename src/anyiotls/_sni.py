@@ -15,6 +15,7 @@ from __future__ import annotations
 
 __all__ = (
     "ALERT_SEND_TIMEOUT",
+    "FilePath",
     "SelectContext",
     "Selection",
     "ServerNames",
@@ -24,10 +25,11 @@ __all__ = (
     "refusal_alert",
 )
 
+import os
 import ssl
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Union
 
 from ._clienthello import (
     ALERT_DECODE_ERROR,
@@ -44,6 +46,9 @@ from ._context import default_context
 #: An async function that picks the context for a ClientHello; ``None`` means
 #: "as ``sni_contexts`` and the default would".
 SelectContext = Callable[[ClientHello], Awaitable["ssl.SSLContext | None"]]
+
+#: A file name, as :meth:`ssl.SSLContext.load_cert_chain` takes it.
+FilePath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
 #: Seconds a refusal may spend sending its alert before the connection is closed.
 ALERT_SEND_TIMEOUT: Final = 1.0
@@ -249,8 +254,8 @@ def refusal_alert(exc: BaseException) -> bytes | None:
 
 
 def load_server_context(
-    certfile: str | bytes,
-    keyfile: str | bytes | None = None,
+    certfile: FilePath,
+    keyfile: FilePath | None = None,
     *,
     password: str | bytes | Callable[[], str | bytes] | None = None,
     make_context: Callable[[], ssl.SSLContext] | None = None,

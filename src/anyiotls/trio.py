@@ -38,6 +38,7 @@ from ._engine import TLSEngine, is_ragged_eof
 from ._locks import ConflictDetector
 from ._sni import (
     ALERT_SEND_TIMEOUT,
+    FilePath,
     SelectContext,
     Selection,
     ServerNames,
@@ -123,6 +124,10 @@ class SSLStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
     waiting for it with :exc:`trio.BrokenResourceError`.
     """
 
+    #: set by a listener that read the ClientHello (a class default: a stream
+    #: without one pays nothing for it)
+    _client_hello: ClientHello | None = None
+
     def __init__(
         self,
         transport_stream: T_Stream,
@@ -158,7 +163,6 @@ class SSLStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
             errors=_ERRORS,
             ragged_eof_is_error=not https_compatible,
         )
-        self._client_hello: ClientHello | None = None
 
     @property
     def https_compatible(self) -> bool:
@@ -531,7 +535,8 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
     ClientHello (at most 16 KiB of message in at most 64 records, within
     *handshake_timeout*), chooses the context, and only then starts with it,
     handing over every byte it read; :attr:`SSLStream.client_hello` then shows
-    what the client offered. Without them nothing is read ahead. Assigning
+    what the client offered (until then, the stream's :attr:`SSLStream.context`
+    is the default). Without them nothing is read ahead. Assigning
     :attr:`ssl_context` or :attr:`sni_contexts` (or :meth:`reload_certificate`)
     affects only connections accepted afterwards.
 
@@ -604,8 +609,8 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
 
     def reload_certificate(
         self,
-        certfile: str | bytes,
-        keyfile: str | bytes | None = None,
+        certfile: FilePath,
+        keyfile: FilePath | None = None,
         *,
         password: str | bytes | Callable[[], str | bytes] | None = None,
         server_name: str | None = None,
