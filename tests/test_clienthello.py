@@ -3,6 +3,7 @@ every bound, every malformation, and hypothesis for everything else."""
 
 from __future__ import annotations
 
+import pickle
 import ssl
 import struct
 from collections.abc import Iterable, Sequence
@@ -455,3 +456,10 @@ def test_any_oversized_length_is_refused_from_the_header(length: int) -> None:
 
 def test_alert_record_layout() -> None:
     assert alert_record(112) == b"\x15\x03\x03\x00\x02\x02\x70"
+
+
+def test_error_survives_pickling() -> None:
+    exc = error_of(b"GET /")
+    copy = pickle.loads(pickle.dumps(exc))
+    assert type(copy) is ClientHelloError
+    assert (copy.reason, str(copy)) == (exc.reason, str(exc))

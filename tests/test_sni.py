@@ -6,6 +6,7 @@ ClientHello parser alone in ``test_clienthello.py``.
 
 from __future__ import annotations
 
+import pickle
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -331,6 +332,8 @@ async def test_unknown_names_refused_when_asked(certs: Certificates) -> None:
     [error] = listener.seen.errors
     assert isinstance(error, UnrecognizedNameError)
     assert error.server_name == "unknown.test"
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.server_name, str(copy)) == ("unknown.test", str(error))
 
 
 async def test_garbage_fails_with_client_hello_error(certs: Certificates) -> None:

@@ -35,7 +35,7 @@ from anyio.abc import (
 from anyio.streams.tls import TLSAttribute
 
 from ._attributes import ClientHelloAttribute
-from ._clienthello import ClientHello
+from ._clienthello import ClientHello, ClientHelloError
 from ._context import default_context, encode_hostname
 from ._driver import FaceErrors, TLSDriver
 from ._engine import TLSEngine, is_ragged_eof
@@ -615,8 +615,12 @@ class TLSListener(Listener[TLSStream]):
             hello, prefix = await read_client_hello(
                 lambda size: _receive_or_empty(stream, size)
             )
+        except ClientHelloError as exc:
+            await _refuse(stream, exc)
+            raise
+        try:
             context = await selection.choose(hello, default)
-        except Exception as exc:
+        except Exception as exc:  # UnrecognizedNameError, or the hook's
             await _refuse(stream, exc)
             raise
         wrapped = _AcceptedTLSStream(

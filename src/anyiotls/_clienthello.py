@@ -95,6 +95,9 @@ class ClientHelloError(ssl.SSLError):
     def __str__(self) -> str:
         return f"[{self.reason}] {self.args[0]}"
 
+    def __reduce__(self) -> tuple[type[ClientHelloError], tuple[str, str]]:
+        return type(self), (self.reason, self.args[0])
+
 
 @dataclass(frozen=True)
 class ClientHello:

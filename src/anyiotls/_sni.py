@@ -71,6 +71,9 @@ class UnrecognizedNameError(ssl.SSLError):
     def __str__(self) -> str:
         return f"[{self.reason}] {self.args[0]}"
 
+    def __reduce__(self) -> tuple[type[UnrecognizedNameError], tuple[str]]:
+        return type(self), (self.server_name,)
+
 
 def _normalize_name(name: str) -> str:
     """*name* as SNI carries it: lower-case IDNA A-labels, no trailing dot."""

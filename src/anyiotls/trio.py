@@ -189,25 +189,28 @@ class SSLStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
         """
         transport = self.transport_stream
 
+        async def refuse(exc: Exception) -> None:
+            alert = refusal_alert(exc)
+            if alert is not None:
+                with trio.move_on_after(ALERT_SEND_TIMEOUT), suppress(Exception):
+                    await transport.send_all(alert)
+
         async def make_engine() -> TLSEngine:
             try:
                 with trio.fail_after(timeout):
                     try:
                         hello, prefix = await read_client_hello(transport.receive_some)
-                        context = await selection.choose(hello, default)
-                    except Exception as exc:
-                        alert = refusal_alert(exc)
-                        if alert is not None:
-                            with (
-                                trio.move_on_after(ALERT_SEND_TIMEOUT),
-                                suppress(Exception),
-                            ):
-                                await transport.send_all(alert)
+                    except ClientHelloError as exc:
+                        await refuse(exc)
                         raise
-            except ssl.SSLError:
-                raise  # the driver turns it into BrokenResourceError, as trio does
-            except Exception as exc:
-                # select_context's own exception, a timeout, a transport failure
+                    try:
+                        context = await selection.choose(hello, default)
+                    except Exception as exc:  # UnrecognizedNameError, or the hook's
+                        await refuse(exc)
+                        raise
+            except (ssl.SSLError, trio.BrokenResourceError, trio.ClosedResourceError):
+                raise  # the driver makes an SSLError BrokenResourceError, as trio
+            except Exception as exc:  # the hook's own exception, or the timeout
                 raise trio.BrokenResourceError(
                     "the connection was refused before its handshake"
                 ) from exc
