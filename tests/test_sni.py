@@ -251,6 +251,21 @@ async def test_plain_listener_reads_nothing_ahead(certs: Certificates) -> None:
     assert extras == ["absent", TLSStream]
 
 
+async def test_assigning_a_table_later_turns_selection_on(certs: Certificates) -> None:
+    inner = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    listener = RecordingListener(inner, certs.context("default.test"))
+    listener.seen = Seen()
+    with anyio.fail_after(TIMEOUT):
+        async with serving(listener, lambda s: echo_hello(s, listener.seen)) as port:
+            listener.sni_contexts = {"a.test": certs.context("a.test")}
+            assert await certificate_seen(certs, port, "a.test") == "a.test"
+            assert await certificate_seen(certs, port, "b.test") == "default.test"
+    assert [hello.server_name for hello in listener.seen.hellos] == [
+        "a.test",
+        "b.test",
+    ]
+
+
 async def test_attributes_show_the_client_hello(certs: Certificates) -> None:
     listener = await make_listener(certs)
     attributes: dict[str, Any] = {}

@@ -360,3 +360,29 @@ async def test_reload_applies_to_later_connections_only(
                 assert await earlier.receive_some() == b"still here"
                 assert common_name(earlier.getpeercert()) == expected
                 await earlier.aclose()
+
+
+async def test_cancelled_while_reading_the_client_hello_breaks_the_stream(
+    certs: Certificates,
+) -> None:
+    outcome: list[BaseException] = []
+    done = trio.Event()
+
+    async def handler(stream: SSLStream[Any]) -> None:
+        with trio.move_on_after(0.2):  # the client never sends its ClientHello
+            await stream.do_handshake()
+        try:
+            await stream.receive_some()
+        except trio.BrokenResourceError as exc:
+            outcome.append(exc)
+        done.set()
+        await trio.aclose_forcefully(stream)
+
+    listener = await make_listener(certs)
+    with trio.fail_after(TIMEOUT):
+        async with serving(listener, handler) as port:
+            raw = await trio.open_tcp_stream("127.0.0.1", port)
+            await done.wait()
+            await raw.aclose()
+    [error] = outcome
+    assert error.__cause__ is not None  # why it broke: the cancellation, described
