@@ -6,7 +6,9 @@ chosen when the accepted stream's handshake starts (trio handshakes on first use
 
 from __future__ import annotations
 
+import gc
 import ssl
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -386,3 +388,24 @@ async def test_cancelled_while_reading_the_client_hello_breaks_the_stream(
             await raw.aclose()
     [error] = outcome
     assert error.__cause__ is not None  # why it broke: the cancellation, described
+
+
+async def test_unused_selecting_stream_is_freed_without_the_gc(
+    certs: Certificates,
+) -> None:
+    [tcp] = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    listener = SSLListener(tcp, certs.context("default.test"), sni_contexts={})
+    with trio.fail_after(TIMEOUT):
+        client = await trio.open_tcp_stream("127.0.0.1", port_of(listener))
+        stream = await listener.accept()
+        transport = stream.transport_stream
+        ref = weakref.ref(stream)
+        gc.disable()
+        try:
+            del stream
+            assert ref() is None  # no reference cycle keeps it alive
+        finally:
+            gc.enable()
+        await transport.aclose()
+        await client.aclose()
+        await listener.aclose()

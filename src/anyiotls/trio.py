@@ -23,6 +23,7 @@ __all__ = (
 
 import operator
 import ssl
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any, Generic, Literal, TypeVar, cast, overload
@@ -188,6 +189,9 @@ class SSLStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
         chosen context, fed every byte read (see ``_sni.py``).
         """
         transport = self.transport_stream
+        # The driver keeps make_engine until the handshake: a weak reference back
+        # to this stream, so a stream that never handshakes is not in a cycle.
+        stream_ref = weakref.ref(self)
 
         async def refuse(exc: Exception) -> None:
             alert = refusal_alert(exc)
@@ -216,8 +220,10 @@ class SSLStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
                 ) from exc
             engine = TLSEngine(context, server_side=True, server_hostname=None)
             engine.receive_data(prefix)
-            self._ssl_object = engine.ssl_object
-            self._client_hello = hello
+            stream = stream_ref()
+            if stream is not None:  # (it is: its method runs this handshake)
+                stream._ssl_object = engine.ssl_object
+                stream._client_hello = hello
             return engine
 
         self._driver.replace_engine_before_handshake(make_engine)
