@@ -186,11 +186,16 @@ def test_duplicate_names_are_refused(certs: Certificates) -> None:
         ServerNames({"bücher.test": context, "XN--BCHER-KVA.test": context})
 
 
-def test_values_must_be_contexts() -> None:
+def test_values_must_be_contexts(certs: Certificates) -> None:
     with pytest.raises(TypeError, match="SSLContext"):
         ServerNames({"a.test": "a.pem"})  # type: ignore[dict-item]
     with pytest.raises(TypeError, match="str"):
-        ServerNames({b"a.test": ssl.create_default_context()})  # type: ignore[dict-item]
+        ServerNames({b"a.test": certs.context("a.test")})  # type: ignore[dict-item]
+
+
+def test_client_contexts_are_refused(certs: Certificates) -> None:
+    with pytest.raises(ValueError, match="client context"):
+        ServerNames({"a.test": ssl.create_default_context()})
 
 
 def test_listener_validates_its_table_at_once(certs: Certificates) -> None:
@@ -526,6 +531,23 @@ async def test_select_context_returning_junk_refuses(certs: Certificates) -> Non
     [error] = listener.seen.errors
     assert isinstance(error, TypeError)
     assert "select_context must return" in str(error)
+
+
+async def test_select_context_returning_a_client_context_refuses(
+    certs: Certificates,
+) -> None:
+    async def select(hello: ClientHello) -> ssl.SSLContext | None:
+        return ssl.create_default_context()  # Purpose.SERVER_AUTH: a client's
+
+    listener = await make_listener(certs, select_context=select)
+    with anyio.fail_after(TIMEOUT):
+        async with serving(listener, lambda s: pytest.fail("refused")) as port:
+            with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):
+                await connect(certs, port, "a.test")
+            await listener.seen.error_seen.wait()
+    [error] = listener.seen.errors
+    assert isinstance(error, ValueError)
+    assert "client context" in str(error)
 
 
 async def test_hanging_select_context_is_cut_by_the_handshake_timeout(

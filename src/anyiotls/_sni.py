@@ -101,6 +101,14 @@ def _normalize_name(name: str) -> str:
     return ascii_name
 
 
+def _check_server_side(context: ssl.SSLContext, what: str) -> None:
+    if context.protocol == ssl.PROTOCOL_TLS_CLIENT:
+        raise ValueError(
+            f"{what} is a client context (PROTOCOL_TLS_CLIENT): create it with "
+            "ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)"
+        )
+
+
 class ServerNames(Mapping[str, ssl.SSLContext]):
     """An immutable table from host names to contexts, matched as SNI needs.
 
@@ -111,8 +119,8 @@ class ServerNames(Mapping[str, ssl.SSLContext]):
     lower-case A-labels, and lookups ignore case. An exact name wins over a
     wildcard.
 
-    :raises ValueError: a key is not a host name or a wildcard of that form, or
-        two keys are the same name once normalised
+    :raises ValueError: a key is not a host name or a wildcard of that form, two
+        keys are the same name once normalised, or a context is a client context
     :raises TypeError: a key is not a ``str`` or a value not an ``SSLContext``
     """
 
@@ -128,6 +136,7 @@ class ServerNames(Mapping[str, ssl.SSLContext]):
                     f"the context for {key!r} must be an ssl.SSLContext, not "
                     f"{type(context).__name__}"
                 )
+            _check_server_side(context, f"the context for {key!r}")
             if isinstance(key, str) and key.startswith("*."):
                 table, name = wildcards, _normalize_name(key[2:])
             else:
@@ -196,6 +205,7 @@ class Selection:
             and unknown names are refused (a client without SNI gets *default*)
         :raises TypeError: the hook returned something other than a context or
             ``None``
+        :raises ValueError: the hook returned a client context
         :raises Exception: whatever the hook raised
         """
         if self.select_context is not None:
@@ -206,6 +216,7 @@ class Selection:
                         "select_context must return an ssl.SSLContext or None, not "
                         f"{type(chosen).__name__}"
                     )
+                _check_server_side(chosen, "the context select_context returned")
                 return chosen
         found = self.names.lookup(hello.server_name)
         if found is not None:
