@@ -11,6 +11,7 @@ __all__ = ("TLSConnectable", "TLSListener", "TLSStream")
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import suppress
 from functools import wraps
 from typing import Any
 
@@ -22,14 +23,33 @@ from anyio import (
     aclose_forcefully,
     fail_after,
     get_cancelled_exc_class,
+    move_on_after,
 )
-from anyio.abc import AnyByteStream, ByteStream, Listener, TaskGroup
+from anyio.abc import (
+    AnyByteStream,
+    ByteReceiveStream,
+    ByteStream,
+    Listener,
+    TaskGroup,
+)
 from anyio.streams.tls import TLSAttribute
 
+from ._attributes import ClientHelloAttribute
 from ._certs import certificate_attributes, get_channel_binding, make_verify_step
+from ._clienthello import ClientHello, ClientHelloError
 from ._context import default_context, encode_hostname
 from ._driver import FaceErrors, TLSDriver
 from ._engine import TLSEngine, is_ragged_eof
+from ._sni import (
+    ALERT_SEND_TIMEOUT,
+    FilePath,
+    SelectContext,
+    Selection,
+    ServerNames,
+    load_server_context,
+    read_client_hello,
+    refusal_alert,
+)
 
 try:
     from anyio.abc import ByteStreamConnectable as _ConnectableBase
@@ -410,6 +430,62 @@ class TLSStream(ByteStream):
         }
 
 
+class _AcceptedTLSStream(TLSStream):
+    """A server stream whose listener read the ClientHello first (to choose its
+    context): :class:`ClientHelloAttribute` on top of the usual attributes."""
+
+    def __init__(
+        self,
+        transport_stream: AnyByteStream,
+        *,
+        ssl_context: ssl.SSLContext,
+        standard_compatible: bool,
+        verify_peer: VerifyPeer | None,
+        client_hello: ClientHello,
+        prefix: bytes,
+    ) -> None:
+        super().__init__(
+            transport_stream,
+            server_side=True,
+            ssl_context=ssl_context,
+            standard_compatible=standard_compatible,
+            verify_peer=verify_peer,
+        )
+        self._client_hello = client_hello
+        # Every byte read for the ClientHello goes to the engine unchanged, as if
+        # the handshake had read it from the transport itself.
+        self._driver.engine.receive_data(prefix)
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        """:class:`TLSStream`'s attributes plus :class:`ClientHelloAttribute`."""
+        hello = self._client_hello
+        return {
+            **super().extra_attributes,
+            ClientHelloAttribute.client_hello: lambda: hello,
+            ClientHelloAttribute.server_name: lambda: hello.server_name,
+            ClientHelloAttribute.offered_alpn_protocols: lambda: hello.alpn_protocols,
+        }
+
+
+async def _receive_or_empty(stream: AnyByteStream, max_bytes: int) -> bytes:
+    """One transport receive for the ClientHello reader; ``b""`` at the end."""
+    try:
+        if isinstance(stream, ByteReceiveStream):
+            return await stream.receive(max_bytes)
+        return await stream.receive()
+    except EndOfStream:
+        return b""
+
+
+async def _refuse(stream: AnyByteStream, exc: BaseException) -> None:
+    """Tell a client refused before its handshake why (an alert), briefly."""
+    alert = refusal_alert(exc)
+    if alert is not None:
+        with move_on_after(ALERT_SEND_TIMEOUT), suppress(Exception):
+            await stream.send(alert)
+
+
 class TLSListener(Listener[TLSStream]):
     """Wraps a listener and performs a TLS handshake on every accepted connection.
 
@@ -417,13 +493,41 @@ class TLSListener(Listener[TLSStream]):
     :meth:`handle_handshake_error` (which logs it and closes that connection); it
     never stops the server.
 
+    Certificates per host name (see :doc:`/sni`): with *sni_contexts* or
+    *select_context*, the listener first reads the client's ClientHello (at most
+    16 KiB of message in at most 64 records, within *handshake_timeout* like the
+    rest of the handshake), chooses the context, and only then starts the
+    handshake with it, handing over every byte it read. The chosen context's
+    settings all apply (certificate, ALPN, client authentication). The streams it
+    accepts then also have :class:`ClientHelloAttribute`. Without these keywords
+    nothing is read ahead.
+
+    Assigning :attr:`ssl_context` or :attr:`sni_contexts` (or calling
+    :meth:`reload_certificate`) affects only connections accepted afterwards.
+
     :param listener: the listener to wrap
-    :param ssl_context: the server's context
+    :param ssl_context: the server's context (with *sni_contexts*: the default,
+        for clients without SNI and, unless *refuse_unknown_names*, for names not
+        in the table)
     :param standard_compatible: passed to :meth:`TLSStream.wrap`
-    :param handshake_timeout: seconds a handshake may take (the *verify_peer*
-        hook included)
+    :param handshake_timeout: seconds a handshake may take (reading the
+        ClientHello, *select_context* and the *verify_peer* hook included)
     :param verify_peer: passed to :meth:`TLSStream.wrap`; a rejected client is a
         failed handshake
+    :param sni_contexts: host name → context: exact names and ``*.example.org``
+        wildcards (one label), Unicode or IDNA A-labels, case-insensitive
+    :param select_context: ``async def select(hello: ClientHello) -> SSLContext |
+        None``, called with the parsed ClientHello before the handshake; its
+        context is used, ``None`` falls back to *sni_contexts* and *ssl_context*;
+        an exception refuses the connection (the client gets a
+        ``handshake_failure`` alert; :meth:`handle_handshake_error` gets the
+        exception)
+    :param refuse_unknown_names: refuse a client whose server name is not in
+        *sni_contexts* (``unrecognized_name`` alert,
+        :exc:`~anyiotls.UnrecognizedNameError`) instead of giving it *ssl_context*
+
+    A connection that does not begin with a well-formed ClientHello within those
+    bounds fails with :exc:`~anyiotls.ClientHelloError` (an :exc:`ssl.SSLError`).
     """
 
     def __init__(
@@ -434,6 +538,9 @@ class TLSListener(Listener[TLSStream]):
         handshake_timeout: float = 30,
         *,
         verify_peer: VerifyPeer | None = None,
+        sni_contexts: Mapping[str, ssl.SSLContext] | None = None,
+        select_context: SelectContext | None = None,
+        refuse_unknown_names: bool = False,
     ) -> None:
         """See the class docstring."""
         self.listener = listener
@@ -441,6 +548,58 @@ class TLSListener(Listener[TLSStream]):
         self.ssl_context = ssl_context
         self.standard_compatible = standard_compatible
         self.handshake_timeout = handshake_timeout
+        self._select_context = select_context
+        self._refuse_unknown_names = refuse_unknown_names
+        self._selection: Selection | None = None
+        if sni_contexts is not None or select_context is not None:
+            self.sni_contexts = sni_contexts or {}
+
+    @property
+    def sni_contexts(self) -> Mapping[str, ssl.SSLContext]:
+        """The host name table (read-only; assign a new mapping to change it).
+
+        Normalised: lower-case A-labels. Empty if none was given.
+        """
+        return self._selection.names if self._selection is not None else {}
+
+    @sni_contexts.setter
+    def sni_contexts(self, contexts: Mapping[str, ssl.SSLContext]) -> None:
+        # Built whole, then swapped in one assignment: a connection sees either
+        # the old table or the new one.
+        self._selection = Selection(
+            ServerNames(contexts), self._select_context, self._refuse_unknown_names
+        )
+
+    def reload_certificate(
+        self,
+        certfile: FilePath,
+        keyfile: FilePath | None = None,
+        *,
+        password: str | bytes | Callable[[], str | bytes] | None = None,
+        server_name: str | None = None,
+        make_context: Callable[[], ssl.SSLContext] | None = None,
+    ) -> ssl.SSLContext:
+        """Load a certificate and key into a *new* context and use it from now on.
+
+        Replaces :attr:`ssl_context`, or with *server_name* that name's entry in
+        :attr:`sni_contexts` (added if missing). Connections already accepted keep
+        the context they have. If the files cannot be loaded, this raises and
+        nothing changes. *make_context* builds the context before the files are
+        loaded (ALPN and other settings); see :func:`~anyiotls.load_server_context`.
+
+        :return: the new context
+        :raises OSError: a file cannot be read (nothing changed)
+        :raises ssl.SSLError: the files are not a matching certificate and key
+            (nothing changed)
+        """
+        context = load_server_context(
+            certfile, keyfile, password=password, make_context=make_context
+        )
+        if server_name is None:
+            self.ssl_context = context
+        else:
+            self.sni_contexts = {**self.sni_contexts, server_name: context}
+        return context
 
     @staticmethod
     async def handle_handshake_error(exc: BaseException, stream: AnyByteStream) -> None:
@@ -466,20 +625,57 @@ class TLSListener(Listener[TLSStream]):
 
         @wraps(handler)
         async def handler_wrapper(stream: AnyByteStream) -> None:
+            # What this connection uses is fixed when it is accepted.
+            context = self.ssl_context
+            selection = self._selection
             try:
                 with fail_after(self.handshake_timeout):
-                    wrapped = await TLSStream.wrap(
-                        stream,
-                        ssl_context=self.ssl_context,
-                        standard_compatible=self.standard_compatible,
-                        verify_peer=self.verify_peer,
-                    )
+                    if selection is None:
+                        wrapped = await TLSStream.wrap(
+                            stream,
+                            ssl_context=context,
+                            standard_compatible=self.standard_compatible,
+                            verify_peer=self.verify_peer,
+                        )
+                    else:
+                        wrapped = await self._wrap_selected(stream, context, selection)
             except BaseException as exc:
                 await self.handle_handshake_error(exc, stream)
             else:
                 await handler(wrapped)
 
         await self.listener.serve(handler_wrapper, task_group)
+
+    async def _wrap_selected(
+        self, stream: AnyByteStream, default: ssl.SSLContext, selection: Selection
+    ) -> TLSStream:
+        """Read the ClientHello, choose the context, then handshake with it."""
+        try:
+            hello, prefix = await read_client_hello(
+                lambda size: _receive_or_empty(stream, size)
+            )
+        except ClientHelloError as exc:
+            await _refuse(stream, exc)
+            raise
+        try:
+            context = await selection.choose(hello, default)
+        except Exception as exc:  # UnrecognizedNameError, or the hook's
+            await _refuse(stream, exc)
+            raise
+        wrapped = _AcceptedTLSStream(
+            stream,
+            ssl_context=context,
+            standard_compatible=self.standard_compatible,
+            verify_peer=self.verify_peer,
+            client_hello=hello,
+            prefix=prefix,
+        )
+        try:
+            await wrapped._driver.handshake()
+        except BaseException as exc:
+            await wrapped._handshake_failed(exc)
+            raise
+        return wrapped
 
     async def aclose(self) -> None:
         """Close the wrapped listener."""

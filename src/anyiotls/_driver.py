@@ -237,6 +237,7 @@ class TLSDriver:
 
     __slots__ = (
         "_backlog",
+        "_before_handshake",
         "_broken_cause",
         "_close_notify_sent",
         "_cp",
@@ -321,6 +322,21 @@ class TLSDriver:
         #: stream is built per connection, and each object costs its construction.
         self._sending = False
         self._receiving = False
+        #: see :meth:`replace_engine_before_handshake`
+        self._before_handshake: Callable[[], Awaitable[TLSEngine]] | None = None
+
+    def replace_engine_before_handshake(
+        self, make_engine: Callable[[], Awaitable[TLSEngine]]
+    ) -> None:
+        """Have the handshake first await *make_engine* and use the engine it returns.
+
+        For a server that must read the ClientHello before it can build its engine
+        (the Trio face's listener choosing a context): the handshake's waiters,
+        failure and cancellation rules then cover that read too. *make_engine*
+        runs once, in the task that runs the handshake; what it raises fails the
+        handshake as a step's error would.
+        """
+        self._before_handshake = make_engine
 
     # -- state -----------------------------------------------------------------------
 
@@ -684,6 +700,9 @@ class TLSDriver:
         self._cp = _backend_checkpoints()
         try:
             await self._cp.checkpoint_if_cancelled()
+            if self._before_handshake is not None:
+                make_engine, self._before_handshake = self._before_handshake, None
+                self._engine = await make_engine()
             # A TLS 1.3 server writes its session tickets as the handshake's last
             # step. They are held back and leave with the server's first flush
             # (its first send, a post-handshake message or close_notify): sent

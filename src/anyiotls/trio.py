@@ -27,8 +27,9 @@ __all__ = (
 
 import operator
 import ssl
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from functools import partial
 from typing import Any, Generic, Literal, NoReturn, TypeVar, cast, overload
 
@@ -37,10 +38,21 @@ import trio
 from anyio.abc import AnyByteStream, ByteStream
 
 from ._certs import get_channel_binding, make_verify_step, peer_chain
+from ._clienthello import ClientHello, ClientHelloError
 from ._context import default_context, encode_hostname
 from ._driver import FaceErrors, TLSDriver
 from ._engine import TLSEngine, is_ragged_eof
 from ._locks import ConflictDetector
+from ._sni import (
+    ALERT_SEND_TIMEOUT,
+    FilePath,
+    SelectContext,
+    Selection,
+    ServerNames,
+    load_server_context,
+    read_client_hello,
+    refusal_alert,
+)
 
 T_Stream = TypeVar("T_Stream", bound=trio.abc.Stream)
 _R = TypeVar("_R")
@@ -69,8 +81,16 @@ _ERRORS = FaceErrors(
 
 def _is_eof_before_handshake(exc: BaseException | None) -> bool:
     # trio treats SSLSyscallError like a ragged EOF here: some OpenSSL builds report
-    # an EOF in the middle of a handshake that way.
-    return is_ragged_eof(exc) or isinstance(exc, ssl.SSLSyscallError)
+    # an EOF in the middle of a handshake that way. A listener that reads the
+    # ClientHello first (sni_contexts) sees the same EOF earlier.
+    return (
+        is_ragged_eof(exc)
+        or isinstance(exc, ssl.SSLSyscallError)
+        or (
+            isinstance(exc, ClientHelloError)
+            and exc.reason == "EOF_BEFORE_CLIENT_HELLO"
+        )
+    )
 
 
 class SSLStream(trio.abc.Stream, Generic[T_Stream]):
@@ -124,6 +144,10 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
     for a :class:`trio.abc.HalfCloseableStream` behaves as with trio.
     """
 
+    #: set by a listener that read the ClientHello (a class default: a stream
+    #: without one pays nothing for it)
+    _client_hello: ClientHello | None = None
+
     def __init__(
         self,
         transport_stream: T_Stream,
@@ -173,6 +197,64 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
     def https_compatible(self) -> bool:
         """The ``https_compatible`` the stream was created with (read-only)."""
         return self._https_compatible
+
+    @property
+    def client_hello(self) -> ClientHello | None:
+        """What the client offered (server name, ALPN, versions, cipher suites).
+
+        Not in trio. Set once the handshake has started on a stream accepted by an
+        :class:`SSLListener` with ``sni_contexts`` or ``select_context`` (which
+        reads the ClientHello to choose the context); ``None`` otherwise.
+        """
+        return self._client_hello
+
+    def _choose_context_first(
+        self, default: ssl.SSLContext, selection: Selection, timeout: float
+    ) -> None:
+        """Make the handshake read the ClientHello and choose the context first.
+
+        The engine built by ``__init__`` is replaced, unused, by one with the
+        chosen context, fed every byte read (see ``_sni.py``).
+        """
+        transport = self.transport_stream
+        # The driver keeps make_engine until the handshake: a weak reference back
+        # to this stream, so a stream that never handshakes is not in a cycle.
+        stream_ref = weakref.ref(self)
+
+        async def refuse(exc: Exception) -> None:
+            alert = refusal_alert(exc)
+            if alert is not None:
+                with trio.move_on_after(ALERT_SEND_TIMEOUT), suppress(Exception):
+                    await transport.send_all(alert)
+
+        async def make_engine() -> TLSEngine:
+            try:
+                with trio.fail_after(timeout):
+                    try:
+                        hello, prefix = await read_client_hello(transport.receive_some)
+                    except ClientHelloError as exc:
+                        await refuse(exc)
+                        raise
+                    try:
+                        context = await selection.choose(hello, default)
+                    except Exception as exc:  # UnrecognizedNameError, or the hook's
+                        await refuse(exc)
+                        raise
+            except (ssl.SSLError, trio.BrokenResourceError, trio.ClosedResourceError):
+                raise  # the driver makes an SSLError BrokenResourceError, as trio
+            except Exception as exc:  # the hook's own exception, or the timeout
+                raise trio.BrokenResourceError(
+                    "the connection was refused before its handshake"
+                ) from exc
+            engine = TLSEngine(context, server_side=True, server_hostname=None)
+            engine.receive_data(prefix)
+            stream = stream_ref()
+            if stream is not None:  # (it is: its method runs this handshake)
+                stream._ssl_object = engine.ssl_object
+                stream._client_hello = hello
+            return engine
+
+        self._driver.replace_engine_before_handshake(make_engine)
 
     # -- the trio.abc.Stream interface -----------------------------------------------
 
@@ -536,13 +618,36 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
     The handshake happens on the accepted stream's first use (as in trio), not in
     :meth:`accept`.
 
+    Certificates per host name (see :doc:`/sni`), beyond trio: with *sni_contexts*
+    or *select_context*, the stream's handshake first reads the client's
+    ClientHello (at most 16 KiB of message in at most 64 records, within
+    *handshake_timeout*), chooses the context, and only then starts with it,
+    handing over every byte it read; :attr:`SSLStream.client_hello` then shows
+    what the client offered (until then, the stream's :attr:`SSLStream.context`
+    is the default). Without them nothing is read ahead. Assigning
+    :attr:`ssl_context` or :attr:`sni_contexts` (or :meth:`reload_certificate`)
+    affects only connections accepted afterwards.
+
     :param transport_listener: the listener whose connections get encrypted
-    :param ssl_context: the server's context
+    :param ssl_context: the server's context (with *sni_contexts*: the default)
     :param https_compatible: passed to :class:`SSLStream`
     :param half_closeable: accept :class:`HalfCloseableSSLStream` objects (not in
         trio)
     :param verify_peer: passed to :class:`SSLStream` (runs at the stream's
         handshake, not in :meth:`accept`)
+    :param sni_contexts: host name → context, as for :class:`anyiotls.TLSListener`
+    :param select_context: ``async def select(hello) -> SSLContext | None``, as
+        for :class:`anyiotls.TLSListener`
+    :param refuse_unknown_names: refuse names not in *sni_contexts*
+        (``unrecognized_name`` alert) instead of using *ssl_context*
+    :param handshake_timeout: seconds the ClientHello may take to arrive and
+        *select_context* to answer (only with *sni_contexts*/*select_context*; the
+        rest of the handshake is bounded by the caller's cancel scopes, as in trio)
+
+    A refused connection's handshake raises :exc:`trio.BrokenResourceError` whose
+    ``__cause__`` is :exc:`anyiotls.ClientHelloError` (not a well-formed
+    ClientHello), :exc:`anyiotls.UnrecognizedNameError`, :exc:`trio.TooSlowError`
+    (*handshake_timeout*) or the exception *select_context* raised.
 
     :var transport_listener: the wrapped listener
     """
@@ -555,6 +660,10 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
         https_compatible: bool = False,
         half_closeable: bool = False,
         verify_peer: VerifyPeer | None = None,
+        sni_contexts: Mapping[str, ssl.SSLContext] | None = None,
+        select_context: SelectContext | None = None,
+        refuse_unknown_names: bool = False,
+        handshake_timeout: float = 30,
     ) -> None:
         """See the class docstring."""
         self.transport_listener = transport_listener
@@ -564,17 +673,83 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
             HalfCloseableSSLStream if half_closeable else SSLStream
         )
         self._verify_peer = verify_peer
+        self._select_context = select_context
+        self._refuse_unknown_names = refuse_unknown_names
+        #: seconds for the ClientHello and ``select_context`` (see the class)
+        self.handshake_timeout = handshake_timeout
+        self._selection: Selection | None = None
+        if sni_contexts is not None or select_context is not None:
+            self.sni_contexts = sni_contexts or {}
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The (default) server context; assign a new one for later connections."""
+        return self._ssl_context
+
+    @ssl_context.setter
+    def ssl_context(self, context: ssl.SSLContext) -> None:
+        if not isinstance(context, ssl.SSLContext):
+            raise TypeError(
+                f"ssl_context must be an ssl.SSLContext, not {type(context).__name__}"
+            )
+        self._ssl_context = context
+
+    @property
+    def sni_contexts(self) -> Mapping[str, ssl.SSLContext]:
+        """The host name table (read-only; assign a new mapping to change it)."""
+        return self._selection.names if self._selection is not None else {}
+
+    @sni_contexts.setter
+    def sni_contexts(self, contexts: Mapping[str, ssl.SSLContext]) -> None:
+        self._selection = Selection(
+            ServerNames(contexts), self._select_context, self._refuse_unknown_names
+        )
+
+    def reload_certificate(
+        self,
+        certfile: FilePath,
+        keyfile: FilePath | None = None,
+        *,
+        password: str | bytes | Callable[[], str | bytes] | None = None,
+        server_name: str | None = None,
+        make_context: Callable[[], ssl.SSLContext] | None = None,
+    ) -> ssl.SSLContext:
+        """Load a certificate and key into a *new* context and use it from now on.
+
+        As :meth:`anyiotls.TLSListener.reload_certificate`: replaces
+        :attr:`ssl_context` (or *server_name*'s entry in :attr:`sni_contexts`);
+        raises and changes nothing if the files cannot be loaded.
+
+        :return: the new context
+        :raises OSError: a file cannot be read (nothing changed)
+        :raises ssl.SSLError: the files are not a matching certificate and key
+            (nothing changed)
+        """
+        context = load_server_context(
+            certfile, keyfile, password=password, make_context=make_context
+        )
+        if server_name is None:
+            self.ssl_context = context
+        else:
+            self.sni_contexts = {**self.sni_contexts, server_name: context}
+        return context
 
     async def accept(self) -> SSLStream[T_Stream]:
         """Accept the next connection and wrap it in an :class:`SSLStream`."""
         transport_stream = await self.transport_listener.accept()
-        return self._stream_class(
+        # What this connection uses is fixed when it is accepted.
+        context = self._ssl_context
+        selection = self._selection
+        stream = self._stream_class(
             transport_stream,
-            self._ssl_context,
+            context,
             server_side=True,
             https_compatible=self._https_compatible,
             verify_peer=self._verify_peer,
         )
+        if selection is not None:
+            stream._choose_context_first(context, selection, self.handshake_timeout)
+        return stream
 
     async def aclose(self) -> None:
         """Close the wrapped listener."""

@@ -5,7 +5,9 @@ client certificate, if any), then echoes (``--echo``) or answers one HTTP reques
 with a page describing the connection (``--http``). Without ``--cert`` it makes an
 ephemeral CA, writes the CA certificate (and a client certificate for testing client
 authentication) to a temporary directory, and deletes them when it stops.
-Ctrl-C and SIGTERM stop it cleanly (exit status 0).
+Ctrl-C and SIGTERM stop it cleanly (exit status 0). SIGHUP reloads ``--cert`` and
+``--key`` into a new context for the connections accepted afterwards; if the files
+are bad, it says why and keeps the old certificate.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import SocketAttribute, SocketStream
+from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 from anyio.streams.tls import TLSAttribute
 
 from .. import PostHandshakeAuthError, TLSStream
@@ -122,10 +124,30 @@ class _Server:
 
     def __init__(self, args: argparse.Namespace, context: ssl.SSLContext) -> None:
         self.args = args
-        self.context = context
         self._numbers = itertools.count(1)
         self._server_names: dict[int, str] = {}
+        self.use(context)
+
+    def use(self, context: ssl.SSLContext) -> None:
+        """Serve later connections with *context* (ours: it was built here)."""
         context.sni_callback = self._remember_server_name
+        self.context = context
+
+    def reload(self) -> None:
+        """SIGHUP: ``--cert``/``--key`` into a new context, or keep the old one."""
+        if not self.args.cert:
+            _say("SIGHUP: nothing to reload (ephemeral certificates, no --cert)")
+            return
+        try:
+            context = build_context(self.args, None)
+        except CLIError as exc:
+            _say(f"SIGHUP: reload failed, keeping the old certificate: {exc.message}")
+            return
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            _say(f"SIGHUP: reload failed, keeping the old certificate: {exc}")
+            return
+        self.use(context)
+        _say(f"SIGHUP: reloaded {self.args.cert} (for new connections)")
 
     def _remember_server_name(
         self, ssl_object: Any, server_name: str | None, _context: ssl.SSLContext
@@ -278,6 +300,8 @@ async def _serve(args: argparse.Namespace, context: ssl.SSLContext) -> None:
             tg.cancel_scope.cancel()
 
         await tg.start(watch_signals, (signal.SIGINT, signal.SIGTERM), stop)
+        if hasattr(signal, "SIGHUP"):
+            await tg.start(_reload_on_sighup, server)
         try:
             listener = await anyio.create_tcp_listener(
                 local_host=args.host, local_port=args.port
@@ -296,6 +320,19 @@ async def _serve(args: argparse.Namespace, context: ssl.SSLContext) -> None:
         async with listener:
             await listener.serve(server.handle, tg)
     _say("stopped")
+
+
+async def _reload_on_sighup(
+    server: _Server, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Reload the certificate at every SIGHUP, until cancelled."""
+    try:
+        with anyio.open_signal_receiver(signal.SIGHUP) as signals:
+            task_status.started()
+            async for _ in signals:
+                server.reload()
+    except NotImplementedError:  # no signals for the event loop on this platform
+        task_status.started()
 
 
 def run_serve(args: argparse.Namespace) -> int:
