@@ -799,15 +799,32 @@ async def open_ssl_over_tcp_listeners(
     host: str | bytes | None = None,
     https_compatible: bool = False,
     backlog: int | None = None,
+    half_closeable: bool = False,
+    verify_peer: VerifyPeer | None = None,
+    sni_contexts: Mapping[str, ssl.SSLContext] | None = None,
+    select_context: SelectContext | None = None,
+    refuse_unknown_names: bool = False,
+    handshake_timeout: float = 30,
 ) -> list[SSLListener[trio.SocketStream]]:
     """Listen for TLS over TCP: ``trio.open_ssl_over_tcp_listeners``.
 
     One :class:`SSLListener` per address :func:`trio.open_tcp_listeners` binds
-    (*host* ``None``: every wildcard address).
+    (*host* ``None``: every wildcard address). Beyond trio's arguments, the
+    keywords after *backlog* are :class:`SSLListener`'s.
     """
     tcp_listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
     return [
-        SSLListener(tcp_listener, ssl_context, https_compatible=https_compatible)
+        SSLListener(
+            tcp_listener,
+            ssl_context,
+            https_compatible=https_compatible,
+            half_closeable=half_closeable,
+            verify_peer=verify_peer,
+            sni_contexts=sni_contexts,
+            select_context=select_context,
+            refuse_unknown_names=refuse_unknown_names,
+            handshake_timeout=handshake_timeout,
+        )
         for tcp_listener in tcp_listeners
     ]
 
@@ -824,13 +841,20 @@ async def serve_ssl_over_tcp(
     task_status: trio.TaskStatus[
         list[SSLListener[trio.SocketStream]]
     ] = trio.TASK_STATUS_IGNORED,
+    half_closeable: bool = False,
+    verify_peer: VerifyPeer | None = None,
+    sni_contexts: Mapping[str, ssl.SSLContext] | None = None,
+    select_context: SelectContext | None = None,
+    refuse_unknown_names: bool = False,
+    handshake_timeout: float = 30,
 ) -> NoReturn:
     """Serve TLS over TCP forever: ``trio.serve_ssl_over_tcp``.
 
     :func:`open_ssl_over_tcp_listeners`, then :func:`trio.serve_listeners`; with
     ``nursery.start()`` you get the listeners back. As with trio, an exception
     from *handler* is not caught here: it ends the server unless the handler or
-    *handler_nursery* deals with it.
+    *handler_nursery* deals with it. Beyond trio's arguments, the keywords after
+    *task_status* are :class:`SSLListener`'s.
     """
     listeners = await open_ssl_over_tcp_listeners(
         port,
@@ -838,6 +862,12 @@ async def serve_ssl_over_tcp(
         host=host,
         https_compatible=https_compatible,
         backlog=backlog,
+        half_closeable=half_closeable,
+        verify_peer=verify_peer,
+        sni_contexts=sni_contexts,
+        select_context=select_context,
+        refuse_unknown_names=refuse_unknown_names,
+        handshake_timeout=handshake_timeout,
     )
     await trio.serve_listeners(
         handler, listeners, handler_nursery=handler_nursery, task_status=task_status
