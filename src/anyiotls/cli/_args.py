@@ -266,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--key", metavar="FILE", help="the server certificate's key")
     serve.add_argument(
+        "--certs-dir",
+        metavar="DIR",
+        help="write the certificates serve makes (ca.pem, server.pem, client.pem) "
+        "to DIR and keep them, for your own client (--cafile DIR/ca.pem) or server",
+    )
+    serve.add_argument(
         "--cafile",
         metavar="FILE",
         help="trust client certificates issued by the CAs in FILE (PEM)",
