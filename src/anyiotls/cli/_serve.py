@@ -20,12 +20,13 @@ import shutil
 import signal
 import ssl
 import tempfile
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import SocketAttribute, SocketStream
+from anyio.abc import ByteStream, SocketAttribute, SocketStream
 from anyio.streams.tls import TLSAttribute
 
 from .. import PostHandshakeAuthError, TLSStream
@@ -99,8 +100,7 @@ class _Ephemeral:
         except OSError as exc:
             raise CLIError(
                 ExitCode.BAD_FILE,
-                f"cannot write certificates to {self.directory}: "
-                f"{exc.strerror or exc}",
+                f"cannot write certificates to {self.directory}: {exc.strerror or exc}",
             ) from None
 
     def remove(self) -> None:
@@ -190,7 +190,8 @@ class _Server:
         """Serve one connection; never raises for what a client does."""
         client = _format_address(raw.extra(SocketAttribute.remote_address))
         tag = f"[{next(self._numbers)}] {client}"
-        stream = TLSStream(raw, server_side=True, ssl_context=self.context)
+        counting = _CountingStream(raw)
+        stream = TLSStream(counting, server_side=True, ssl_context=self.context)
         ssl_object = stream.extra(TLSAttribute.ssl_object)
         try:
             with anyio.fail_after(HANDSHAKE_TIMEOUT):
@@ -199,7 +200,7 @@ class _Server:
             _say(f"{tag} handshake did not finish within {HANDSHAKE_TIMEOUT:g} s")
             return
         except Exception as exc:
-            _say(f"{tag} handshake failed: {_reason(exc)}")
+            _say(f"{tag} {_handshake_failure(exc, counting.received)}")
             return
         finally:
             server_name = self._server_names.pop(id(ssl_object), None)
@@ -300,13 +301,61 @@ class _Server:
                 "",
             ]
         ).encode()
+        head_only = request_line.split(" ", 1)[0] == "HEAD"  # HTTP: never a body
         await stream.send(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
             + f"Content-Length: {len(page)}\r\n".encode()
             + b"Connection: close\r\n\r\n"
-            + page
+            + (b"" if head_only else page)
         )
         _say(f"{tag} answered {request_line!r}")
+
+
+class _CountingStream(ByteStream):
+    """A client's connection that counts what it received, to explain failures."""
+
+    def __init__(self, inner: SocketStream) -> None:
+        self.inner = inner
+        self.received = 0
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        data = await self.inner.receive(max_bytes)
+        self.received += len(data)
+        return data
+
+    async def send(self, item: bytes) -> None:
+        await self.inner.send(item)
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self.inner.extra_attributes
+
+
+#: OpenSSL reasons that mean "what the client sent is not TLS".
+_NOT_TLS_REASONS = frozenset(
+    {"WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG"}
+)
+
+
+def _handshake_failure(exc: BaseException, received: int) -> str:
+    """What a failed handshake means, for a client that sent *received* bytes."""
+    cause = exc.__cause__ if isinstance(exc, anyio.BrokenResourceError) else exc
+    reason = cause.reason if isinstance(cause, ssl.SSLError) else None
+    if received == 0 and not isinstance(cause, ssl.SSLCertVerificationError):
+        return "closed before the handshake (the client sent nothing)"
+    if reason in ("HTTP_REQUEST", "HTTPS_PROXY_REQUEST"):
+        return f"plaintext HTTP sent to a TLS port ({reason}): use https://"
+    if reason in _NOT_TLS_REASONS:
+        return f"the client does not speak TLS ({reason})"
+    if cause is None or isinstance(cause, (anyio.EndOfStream, ssl.SSLEOFError)):
+        return "handshake failed: the client closed the connection during it"
+    return f"handshake failed: {_reason(exc)}"
 
 
 def _reason(exc: BaseException) -> str:
