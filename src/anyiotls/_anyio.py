@@ -29,6 +29,7 @@ from anyio.streams.tls import TLSAttribute
 from ._context import default_context, encode_hostname
 from ._driver import FaceErrors, TLSDriver
 from ._engine import TLSEngine, is_ragged_eof
+from ._misuse import check_server_context, side_error
 
 try:
     from anyio.abc import ByteStreamConnectable as _ConnectableBase
@@ -82,11 +83,16 @@ class TLSStream(ByteStream):
             )
         self.transport_stream = transport_stream
         self.standard_compatible = standard_compatible
-        engine = TLSEngine(
-            ssl_context,
-            server_side=server_side,
-            server_hostname=encode_hostname(hostname),
-        )
+        try:
+            engine = TLSEngine(
+                ssl_context,
+                server_side=server_side,
+                server_hostname=encode_hostname(hostname),
+            )
+        except ssl.SSLError as exc:  # a context of the other side: say which, and why
+            raise side_error(
+                exc, where="TLSStream", client_fix="pass hostname='the.server.name'"
+            ) from None
         self._driver = TLSDriver(
             engine,
             transport_send=transport_stream.send,
@@ -121,7 +127,10 @@ class TLSStream(ByteStream):
         :param standard_compatible: if ``False``, closing skips the closing
             handshake and a peer that does the same is not an error
         :raises ~ssl.SSLError: if the handshake fails (its own type, such as
-            :exc:`ssl.SSLCertVerificationError`); the transport is then closed
+            :exc:`ssl.SSLCertVerificationError`); the transport is then closed.
+            Also at once, before anything is sent, if *ssl_context* is for the
+            other side (a client context without *hostname*, say), with the fix
+            in the message
         :raises ~anyio.BrokenResourceError: if the transport fails or ends during the
             handshake; the transport is then closed
 
@@ -389,6 +398,9 @@ class TLSListener(Listener[TLSStream]):
     :param ssl_context: the server's context
     :param standard_compatible: passed to :meth:`TLSStream.wrap`
     :param handshake_timeout: seconds a handshake may take
+    :raises TypeError: if *ssl_context* is not an :class:`ssl.SSLContext`
+    :raises ValueError: if *ssl_context* is a client context, or has no
+        certificate (and no ``sni_callback`` that could supply one)
     """
 
     def __init__(
@@ -399,6 +411,7 @@ class TLSListener(Listener[TLSStream]):
         handshake_timeout: float = 30,
     ) -> None:
         """See the class docstring."""
+        check_server_context(ssl_context, where="TLSListener")
         self.listener = listener
         self.ssl_context = ssl_context
         self.standard_compatible = standard_compatible

@@ -35,6 +35,7 @@ from ._context import encode_hostname
 from ._driver import FaceErrors, TLSDriver
 from ._engine import TLSEngine, is_ragged_eof
 from ._locks import ConflictDetector
+from ._misuse import check_server_context, side_error
 
 T_Stream = TypeVar("T_Stream", bound=trio.abc.Stream)
 _R = TypeVar("_R")
@@ -124,9 +125,17 @@ class SSLStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
             server_hostname = encode_hostname(server_hostname)
         self.transport_stream: T_Stream = transport_stream
         self._https_compatible = https_compatible
-        engine = TLSEngine(
-            ssl_context, server_side=server_side, server_hostname=server_hostname
-        )
+        try:
+            engine = TLSEngine(
+                ssl_context, server_side=server_side, server_hostname=server_hostname
+            )
+        except ssl.SSLError as exc:  # a context of the other side: say which, and why
+            raise side_error(
+                exc,
+                where="SSLStream",
+                client_fix="leave server_side False and pass "
+                "server_hostname='the.server.name'",
+            ) from None
         self._ssl_object = engine.ssl_object
         self._transport_wait = transport_stream.wait_send_all_might_not_block
         self._driver = TLSDriver(
@@ -460,6 +469,9 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
     :param transport_listener: the listener whose connections get encrypted
     :param ssl_context: the server's context
     :param https_compatible: passed to :class:`SSLStream`
+    :raises TypeError: if *ssl_context* is not an :class:`ssl.SSLContext`
+    :raises ValueError: if *ssl_context* is a client context, or has no
+        certificate (and no ``sni_callback`` that could supply one)
 
     :var transport_listener: the wrapped listener
     """
@@ -472,6 +484,7 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
         https_compatible: bool = False,
     ) -> None:
         """See the class docstring."""
+        check_server_context(ssl_context, where="SSLListener")
         self.transport_listener = transport_listener
         self._ssl_context = ssl_context
         self._https_compatible = https_compatible
