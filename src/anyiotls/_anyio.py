@@ -29,6 +29,7 @@ from anyio.streams.tls import TLSAttribute
 from ._context import default_context, encode_hostname
 from ._driver import FaceErrors, TLSDriver
 from ._engine import TLSEngine, is_ragged_eof
+from ._log import describe_handshake_error
 from ._misuse import check_server_context, side_error
 
 try:
@@ -425,10 +426,16 @@ class TLSListener(Listener[TLSStream]):
         is a cancellation), and re-raises it if it is a cancellation or not an
         :exc:`Exception` (so the server's own cancellation still works). Override to
         change this.
+
+        The log: one ``ERROR`` line with the cause, and the traceback in a
+        ``DEBUG`` record.
         """
         await aclose_forcefully(stream)
         if not isinstance(exc, get_cancelled_exc_class()):
-            logger.error("Error during TLS handshake", exc_info=exc)
+            logger.error(
+                "Error during TLS handshake: %s", describe_handshake_error(exc)
+            )
+            logger.debug("Traceback of the failed TLS handshake", exc_info=exc)
         if not isinstance(exc, Exception) or isinstance(exc, get_cancelled_exc_class()):
             raise exc
 
