@@ -30,12 +30,9 @@ SETUP is one of the names in ``SETUPS`` below; each says what the block may use:
   connection whose client offers post-handshake authentication with a
   certificate, keeps reading, and first sends ``b"GET / HTTP/1.0\\r\\n\\r\\n"``.
 - ``anyiotls-serve``: a program, with ``anyiotls serve --certs-dir certs`` running
-  (the console command, as a user runs it) and reachable as ``localhost:4433``.
+  (the command, in a subprocess) and reachable as ``localhost:4433``.
 - ``listener``: a program that serves forever (files as for ``files``); it must
   print ``port N``; the test connects to N, checks the echo and stops it.
-
-A program's hidden lines after ``---`` run once it has finished, in its namespace,
-with ``printed`` (a list of the lines it printed); mypy does not see them.
 - ``smtp`` / ``smtp-trio``: a fragment (``smtp``, with ``plain``, an AnyIO stream
   connected to the server) or a program (``smtp-trio``, Trio), with a local SMTP
   STARTTLS server standing in for ``mail.example.org`` (ports 25 and 587), whose
@@ -48,7 +45,13 @@ with ``printed`` (a list of the lines it printed); mypy does not see them.
   (against real servers, e.g. Postfix); here it is only type-checked and executed
   with ``__name__`` other than ``"__main__"``. PATH must mention the page.
 - ``excerpt PATH``: lines of the file PATH (a tested example): each code line of
-  the block must appear in it; type-checked with the file, not alone.
+  the block must appear in it; type-checked with the file (examples/ is checked
+  here too), not alone.
+
+A fragment's hidden lines run in its function, before and after it. A program's
+hidden lines before ``---`` go in front of it; those after run once it has
+finished, in its namespace, with ``printed`` (the lines it printed), unseen by
+mypy. There is no "skip": a block that cannot run is a block to rewrite.
 
 A hidden line may use what the setup provides. Names a fragment uses without
 defining must come from its setup or the hidden lines (mypy checks them). Add a
@@ -57,7 +60,6 @@ setup here when a page needs another peer; keep it a real peer (no mocks).
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import socket
@@ -628,7 +630,7 @@ def test_snippet_runs(
         sys.stdout.write("\n".join(env.printed))
 
 
-def test_snippets_pass_mypy_strict(tmp_path: Path) -> None:
+def test_snippets_and_examples_pass_mypy_strict(tmp_path: Path) -> None:
     files = []
     for number, snippet in enumerate(SNIPPETS):
         if SETUPS[snippet.setup].kind == "excerpt":
@@ -636,11 +638,12 @@ def test_snippets_pass_mypy_strict(tmp_path: Path) -> None:
         path = tmp_path / f"snippet_{number}.py"
         path.write_text(source(snippet))
         files.append((path, snippet))
-    ast.parse(files[0][0].read_text())
+    examples = [str(path) for path in sorted((ROOT / "examples").glob("*.py"))]
     completed = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-error-summary"]
         + ["--cache-dir", str(ROOT / ".mypy_cache" / "doc-snippets")]
-        + [str(path) for path, _ in files],
+        + [str(path) for path, _ in files]
+        + examples,
         capture_output=True,
         text=True,
         env={**os.environ, "MYPYPATH": str(ROOT / "src")},
