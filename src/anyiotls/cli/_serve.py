@@ -354,7 +354,7 @@ def _handshake_failure(exc: BaseException, received: int) -> str:
     if reason in _NOT_TLS_REASONS:
         return f"the client does not speak TLS ({reason})"
     if cause is None or isinstance(cause, (anyio.EndOfStream, ssl.SSLEOFError)):
-        return "handshake failed: the client closed the connection during it"
+        return "handshake failed: the client closed the connection in the middle"
     return f"handshake failed: {_reason(exc)}"
 
 
