@@ -12,8 +12,8 @@ plaintext stream: read it before anything the transport delivers next.
 
 The server here is Python's own :class:`ssl.SSLSocket` (blocking, in a thread),
 whose :meth:`~ssl.SSLSocket.unwrap` is the peer's half of the downgrade. Run
-``python examples/ftp_ccc_downgrade.py`` (needs ``trustme`` for a test
-certificate) to see the transcript.
+``python examples/ftp_ccc_downgrade.py`` (needs ``pip install
+'anyiotls[examples]'`` for a test certificate) to see the transcript.
 """
 
 from __future__ import annotations
@@ -173,8 +173,20 @@ def serve_ccc(
         sock.close()
 
 
+def _import_trustme() -> Any:
+    """trustme, which makes the throw-away certificates (the ``examples`` extra)."""
+    try:
+        import trustme
+    except ImportError:
+        raise SystemExit(
+            "this needs trustme (throw-away certificates): "
+            "pip install 'anyiotls[examples]'"
+        ) from None
+    return trustme
+
+
 def main() -> None:
-    import trustme
+    trustme = _import_trustme()
 
     ca = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

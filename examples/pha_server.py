@@ -12,7 +12,7 @@ the CA certificates trusted to sign client certificates)::
 
 and try it with ``openssl s_client -connect 127.0.0.1:8443 -enable_pha -cert
 alice.pem`` (then type ``GET /admin``). Or let it check itself with throw-away
-certificates (needs ``trustme``)::
+certificates (needs ``pip install 'anyiotls[examples]'``)::
 
     python examples/pha_server.py --self-test [--backend trio]
 """
@@ -141,8 +141,20 @@ async def ask(port: int, context: ssl.SSLContext, requests: list[bytes]) -> list
         return answers
 
 
+def _import_trustme() -> Any:
+    """trustme, which makes the throw-away certificates (the ``examples`` extra)."""
+    try:
+        import trustme
+    except ImportError:
+        raise SystemExit(
+            "this needs trustme (throw-away certificates): "
+            "pip install 'anyiotls[examples]'"
+        ) from None
+    return trustme
+
+
 async def self_test() -> None:
-    import trustme
+    trustme = _import_trustme()
 
     ca = trustme.CA()
     server_cert = ca.issue_cert("localhost")

@@ -11,9 +11,10 @@ After the upgrade everything learned before it is forgotten (RFC 3207 section
 default mail is only accepted over TLS (``530 Must issue a STARTTLS command
 first``).
 
-Run it (a certificate and key in one PEM file; ``trustme`` makes test ones)::
+Run it (a certificate and key in one PEM file; ``anyiotls serve --certs-dir
+certs`` makes test ones, see docs/getting-started.md)::
 
-    python examples/smtp_starttls_server.py --cert server.pem --port 8025
+    python examples/smtp_starttls_server.py --cert certs/server.pem --port 8025
 
 and try it with ``openssl s_client -starttls smtp -connect 127.0.0.1:8025`` or
 Python's :mod:`smtplib`. Messages are printed. It is an example: one message at a

@@ -40,6 +40,8 @@ from ._clienthello import ClientHello, ClientHelloError
 from ._context import default_context, encode_hostname
 from ._driver import FaceErrors, TLSDriver
 from ._engine import TLSEngine, is_ragged_eof
+from ._log import describe_handshake_error
+from ._misuse import check_server_context, side_error
 from ._sni import (
     ALERT_SEND_TIMEOUT,
     FilePath,
@@ -110,11 +112,16 @@ class TLSStream(ByteStream):
             )
         self.transport_stream = transport_stream
         self.standard_compatible = standard_compatible
-        engine = TLSEngine(
-            ssl_context,
-            server_side=server_side,
-            server_hostname=encode_hostname(hostname),
-        )
+        try:
+            engine = TLSEngine(
+                ssl_context,
+                server_side=server_side,
+                server_hostname=encode_hostname(hostname),
+            )
+        except ssl.SSLError as exc:  # a context of the other side: say which, and why
+            raise side_error(
+                exc, where="TLSStream", client_fix="pass hostname='the.server.name'"
+            ) from None
         self._driver = TLSDriver(
             engine,
             transport_send=transport_stream.send,
@@ -157,7 +164,10 @@ class TLSStream(ByteStream):
             (e.g. :func:`anyiotls.pin_sha256`); it rejects the peer by raising
             (see ``docs/certificates.md``)
         :raises ~ssl.SSLError: if the handshake fails (its own type, such as
-            :exc:`ssl.SSLCertVerificationError`); the transport is then closed
+            :exc:`ssl.SSLCertVerificationError`); the transport is then closed.
+            Also at once, before anything is sent, if *ssl_context* is for the
+            other side (a client context without *hostname*, say), with the fix
+            in the message
         :raises ~anyiotls.PeerVerificationError: *verify_peer* raised (its
             exception is the ``__cause__``); the transport is then closed
         :raises ~anyio.BrokenResourceError: if the transport fails or ends during the
@@ -525,6 +535,9 @@ class TLSListener(Listener[TLSStream]):
     :param refuse_unknown_names: refuse a client whose server name is not in
         *sni_contexts* (``unrecognized_name`` alert,
         :exc:`~anyiotls.UnrecognizedNameError`) instead of giving it *ssl_context*
+    :raises TypeError: if *ssl_context* is not an :class:`ssl.SSLContext`
+    :raises ValueError: if *ssl_context* is a client context, or has no
+        certificate (and no ``sni_callback`` that could supply one)
 
     A connection that does not begin with a well-formed ClientHello within those
     bounds fails with :exc:`~anyiotls.ClientHelloError` (an :exc:`ssl.SSLError`).
@@ -543,6 +556,7 @@ class TLSListener(Listener[TLSStream]):
         refuse_unknown_names: bool = False,
     ) -> None:
         """See the class docstring."""
+        check_server_context(ssl_context, where="TLSListener")
         self.listener = listener
         self.verify_peer = verify_peer
         self.ssl_context = ssl_context
@@ -609,10 +623,16 @@ class TLSListener(Listener[TLSStream]):
         is a cancellation), and re-raises it if it is a cancellation or not an
         :exc:`Exception` (so the server's own cancellation still works). Override to
         change this.
+
+        The log: one ``ERROR`` line with the cause, and the traceback in a
+        ``DEBUG`` record.
         """
         await aclose_forcefully(stream)
         if not isinstance(exc, get_cancelled_exc_class()):
-            logger.error("Error during TLS handshake", exc_info=exc)
+            logger.error(
+                "Error during TLS handshake: %s", describe_handshake_error(exc)
+            )
+            logger.debug("Traceback of the failed TLS handshake", exc_info=exc)
         if not isinstance(exc, Exception) or isinstance(exc, get_cancelled_exc_class()):
             raise exc
 

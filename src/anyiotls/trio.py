@@ -43,6 +43,7 @@ from ._context import default_context, encode_hostname
 from ._driver import FaceErrors, TLSDriver
 from ._engine import TLSEngine, is_ragged_eof
 from ._locks import ConflictDetector
+from ._misuse import check_server_context, side_error
 from ._sni import (
     ALERT_SEND_TIMEOUT,
     FilePath,
@@ -168,9 +169,17 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
             server_hostname = encode_hostname(server_hostname)
         self.transport_stream: T_Stream = transport_stream
         self._https_compatible = https_compatible
-        engine = TLSEngine(
-            ssl_context, server_side=server_side, server_hostname=server_hostname
-        )
+        try:
+            engine = TLSEngine(
+                ssl_context, server_side=server_side, server_hostname=server_hostname
+            )
+        except ssl.SSLError as exc:  # a context of the other side: say which, and why
+            raise side_error(
+                exc,
+                where="SSLStream",
+                client_fix="leave server_side False and pass "
+                "server_hostname='the.server.name'",
+            ) from None
         self._ssl_object = engine.ssl_object
         self._transport_wait = transport_stream.wait_send_all_might_not_block
         self._driver = TLSDriver(
@@ -649,6 +658,10 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
     ClientHello), :exc:`anyiotls.UnrecognizedNameError`, :exc:`trio.TooSlowError`
     (*handshake_timeout*) or the exception *select_context* raised.
 
+    :raises TypeError: if *ssl_context* is not an :class:`ssl.SSLContext`
+    :raises ValueError: if *ssl_context* is a client context, or has no
+        certificate (and no ``sni_callback`` that could supply one)
+
     :var transport_listener: the wrapped listener
     """
 
@@ -666,6 +679,7 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
         handshake_timeout: float = 30,
     ) -> None:
         """See the class docstring."""
+        check_server_context(ssl_context, where="SSLListener")
         self.transport_listener = transport_listener
         self._ssl_context = ssl_context
         self._https_compatible = https_compatible

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import sysconfig
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,8 +21,11 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
+import pytest
 
 import anyiotls
+
+from ..peers import in_ci
 
 #: Seconds one CLI command may run before the test fails.
 TIMEOUT = 30.0
@@ -45,6 +49,16 @@ def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "anyiotls", *args]
 
 
+def console_script() -> str:
+    """The ``anyiotls`` command that ``pip install`` put next to this Python."""
+    script = Path(sysconfig.get_path("scripts")) / "anyiotls"
+    if not script.exists():
+        if in_ci():
+            pytest.fail(f"no console script {script}: in CI nothing may skip")
+        pytest.skip(f"no console script {script} (pip install -e .)")
+    return str(script)
+
+
 @dataclass(frozen=True)
 class Result:
     returncode: int
@@ -59,10 +73,22 @@ class Result:
 
 
 def run_cli(
-    *args: str, input: bytes = b"", timeout: float = TIMEOUT, python: str = ""
+    *args: str,
+    input: bytes = b"",
+    timeout: float = TIMEOUT,
+    python: str = "",
+    script: bool = False,
 ) -> Result:
-    """Run ``anyiotls ARGS`` (or ``python -c PYTHON``) with *input* on stdin."""
-    command = [sys.executable, "-c", python] if python else cli_command(*args)
+    """Run ``anyiotls ARGS`` (or ``python -c PYTHON``) with *input* on stdin.
+
+    *script*: run the console script, as a user types it, not ``python -m``.
+    """
+    if python:
+        command = [sys.executable, "-c", python]
+    elif script:
+        command = [console_script(), *args]
+    else:
+        command = cli_command(*args)
     completed = subprocess.run(
         command,
         input=input,
@@ -79,11 +105,11 @@ def run_cli(
 
 
 async def run_cli_async(
-    *args: str, input: bytes = b"", timeout: float = TIMEOUT
+    *args: str, input: bytes = b"", timeout: float = TIMEOUT, script: bool = False
 ) -> Result:
     """:func:`run_cli` in a thread, so that peers in this event loop keep running."""
     return await anyio.to_thread.run_sync(
-        partial(run_cli, *args, input=input, timeout=timeout)
+        partial(run_cli, *args, input=input, timeout=timeout, script=script)
     )
 
 
@@ -173,11 +199,15 @@ _CLIENT_FILE = re.compile(r"client cert\+key\s+(\S+)")
 
 @asynccontextmanager
 async def anyiotls_serve(
-    *args: str, backend: str = "asyncio"
+    *args: str, backend: str = "asyncio", script: bool = False
 ) -> AsyncIterator[ServeProcess]:
-    """Run ``anyiotls serve --port 0 ARGS`` for the ``async with`` body."""
+    """Run ``anyiotls serve --port 0 ARGS`` for the ``async with`` body.
+
+    *script*: the console script, as a user types it, not ``python -m``.
+    """
+    serve_args = ("serve", "--port", "0", "--backend", backend, *args)
     process = await anyio.open_process(
-        cli_command("serve", "--port", "0", "--backend", backend, *args),
+        [console_script(), *serve_args] if script else cli_command(*serve_args),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -460,7 +460,7 @@ async def test_serve_survives_a_client_that_does_not_speak_tls(
         with anyio.fail_after(TIMEOUT):
             async with await anyio.connect_tcp("127.0.0.1", serve.port) as plain:
                 await plain.send(b"GET / HTTP/1.0\r\n\r\n")
-                await serve.wait_output("handshake failed")
+                await serve.wait_output("plaintext HTTP sent to a TLS port")
         async with openssl_client(pem_files, serve.port) as client:
             await client.wait_connected()
             await client.send(b"still here\n")

@@ -10,7 +10,7 @@ import pytest
 import trustme
 
 from .faces import Contexts
-from .harness import FIGURES, FULL, close_memory_pairs
+from .harness import FIGURES, close_memory_pairs, summary
 
 
 @pytest.fixture(autouse=True)
@@ -51,10 +51,12 @@ def make_contexts(
     return make
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not FIGURES:
-        return
-    form = "full" if FULL else "default (ANYIOTLS_RELIABILITY=full for the heavy form)"
-    terminalreporter.section(f"reliability figures, {form}")
-    for name in sorted(FIGURES):
-        terminalreporter.write_line(f"{name:<66} {FIGURES[name]:>12,}")
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """The figures (cancellation outcomes, fuzz inputs, ...): see :func:`summary`."""
+    title, lines = summary(FIGURES, verbose=config.getoption("verbose") > 0)
+    if title:
+        terminalreporter.section(title)
+    for line in lines:
+        terminalreporter.write_line(line)

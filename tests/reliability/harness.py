@@ -40,6 +40,32 @@ def record(name: str, amount: int = 1) -> None:
     FIGURES[name] += amount
 
 
+def figure_lines(figures: Counter[str]) -> list[str]:
+    """The figures as a table: names left, amounts right, one column each."""
+    width = max(map(len, figures), default=0)
+    amounts = {name: f"{amount:,}" for name, amount in figures.items()}
+    amount_width = max(map(len, amounts.values()), default=0)
+    return [
+        f"{name:<{width}}  {amounts[name]:>{amount_width}}" for name in sorted(figures)
+    ]
+
+
+def summary(
+    figures: Counter[str], *, verbose: bool, full: bool = FULL
+) -> tuple[str | None, list[str]]:
+    """What the end of a test run shows of *figures*: (section title, lines).
+
+    The table with ``-v`` or in the heavy form; otherwise one line that says how
+    to see it, so that a default run stays quiet.
+    """
+    if not figures:
+        return None, []
+    if not (verbose or full):
+        return None, [f"reliability: {len(figures)} figures recorded (-v shows them)"]
+    form = "full" if full else "default (ANYIOTLS_RELIABILITY=full for the heavy form)"
+    return f"reliability figures, {form}", figure_lines(figures)
+
+
 # -- counting the suspensions of one operation ----------------------------------------
 
 

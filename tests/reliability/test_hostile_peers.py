@@ -96,7 +96,7 @@ async def handshake(client: TLSStream, server: TLSStream) -> None:
 async def test_stalled_handshakes_time_out_and_everyone_else_is_served(
     make_contexts: MakeContexts, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, "anyiotls")
+    caplog.set_level(logging.DEBUG, "anyiotls")  # the tracebacks are DEBUG records
     contexts = make_contexts("1.3", False)
     stalled_count = 40 if FULL else 10
     order: list[str] = []
@@ -147,7 +147,11 @@ async def test_stalled_handshakes_time_out_and_everyone_else_is_served(
     assert order[:5] == ["served"] * 5
     assert order.count("dropped") == stalled_count
     assert order[-1] == "served"
-    timeouts = [r for r in caplog.records if isinstance(r.exc_info[1], TimeoutError)]
+    timeouts = [
+        r
+        for r in caplog.records
+        if r.exc_info and isinstance(r.exc_info[1], TimeoutError)
+    ]
     assert len(timeouts) == stalled_count
     record("hostile: stalled handshakes dropped", stalled_count)
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from ._args import build_parser
 from ._exit import CLIError, ExitCode, leaves
+from ._stdio import silence_stdout
 from ._text import printable
 
 #: Set this environment variable to see the traceback of an unexpected error.
@@ -72,6 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if expected:
             print(f"{prog}: {printable(expected[0].message)}", file=sys.stderr)
             return expected[0].code
+        if any(isinstance(leaf, BrokenPipeError) for leaf in inner):
+            # The reader of our output went away (``| head -1``): an ordinary end,
+            # as for other command-line tools. Point stdout at devnull so the
+            # interpreter's last flush does not fail again.
+            silence_stdout()
+            return ExitCode.OK
         if any(isinstance(leaf, KeyboardInterrupt) for leaf in inner):
             # Ctrl-C may strike while the event loop starts a task (Trio delivers
             # it anywhere): that coroutine is dropped with the loop, as intended.

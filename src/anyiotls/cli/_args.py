@@ -16,7 +16,7 @@ from typing import NoReturn
 from ._exit import CLIError, ExitCode
 
 BACKENDS = ("asyncio", "trio")
-STARTTLS_PROTOCOLS = ("smtp", "imap", "pop3")
+STARTTLS_PROTOCOLS = ("smtp", "lmtp", "imap", "pop3")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,8 +96,12 @@ def parse_address(text: str) -> tuple[str, int]:
         host, sep, port_text = text.rpartition(":")
         if not sep or ":" in host:
             raise CLIError(ExitCode.USAGE, bad)
-    if not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    if not host or not port_text.isdigit():
         raise CLIError(ExitCode.USAGE, bad)
+    if not 1 <= int(port_text) <= 65535:
+        raise CLIError(
+            ExitCode.USAGE, f"bad address {text!r}: port out of range 1-65535"
+        )
     return host, int(port_text)
 
 
@@ -265,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--cert", metavar="FILE", help="server certificate chain (PEM; may include key)"
     )
     serve.add_argument("--key", metavar="FILE", help="the server certificate's key")
+    serve.add_argument(
+        "--certs-dir",
+        metavar="DIR",
+        help="write the certificates serve makes (ca.pem, server.pem, client.pem) "
+        "to DIR and keep them, for your own client (--cafile DIR/ca.pem) or server",
+    )
     serve.add_argument(
         "--cafile",
         metavar="FILE",

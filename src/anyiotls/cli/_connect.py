@@ -28,11 +28,14 @@ from ._args import parse_address, parse_alpn
 from ._exit import CLIError, ExitCode, find_cli_error, leaves
 from ._pki import check_ca_file, describe_certificate, load_chain_into
 from ._signals import run_interruptibly
-from ._stdio import open_stdin, to_crlf
+from ._stdio import open_stdin, silence_stdout, to_crlf
 from ._text import printable
 
 #: Seconds ``aclose()`` may wait for the server's close_notify at the end.
 CLOSE_TIMEOUT = 2.0
+#: Seconds ``--json``/``--no-interactive`` wait after a TLS 1.3 handshake for the
+#: server to refuse the client certificate (TLS 1.3 servers do it only then).
+REFUSAL_CHECK_TIMEOUT = 0.5
 
 #: OpenSSL reasons that mean "what answered was not TLS".
 _NOT_TLS_REASONS = frozenset(
@@ -48,10 +51,11 @@ _NOT_TLS_REASONS = frozenset(
         "RECORD_LENGTH_MISMATCH",
     }
 )
+_NEED_CLIENT_CERT = "the server may require a client certificate: --cert FILE"
 #: OpenSSL reasons worth a hint.
 _HINTS = {
-    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the server requires a client certificate "
-    "(--cert FILE --key FILE)",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the server requires a client certificate: "
+    "--cert FILE",
     "SSLV3_ALERT_BAD_CERTIFICATE": "the server rejected the client certificate",
     "TLSV1_ALERT_UNKNOWN_CA": "the server does not trust the client certificate's CA",
     "TLSV1_ALERT_NO_APPLICATION_PROTOCOL": "no ALPN protocol in common (--alpn)",
@@ -59,6 +63,37 @@ _HINTS = {
     "TLSV1_ALERT_PROTOCOL_VERSION": "no TLS version in common (--tls1.2, --tls1.3)",
     "UNSUPPORTED_PROTOCOL": "no TLS version in common (--tls1.2, --tls1.3)",
     "SSLV3_ALERT_HANDSHAKE_FAILURE": "no cipher or parameters in common",
+}
+#: Alerts that a server which wants a client certificate and got none may send
+#: (TLS 1.2 servers: handshake_failure; TLS 1.3 ones say certificate_required).
+_NO_CLIENT_CERT_REASONS = frozenset({"SSLV3_ALERT_HANDSHAKE_FAILURE"})
+#: Alerts by which a server refuses the client's certificate (or its absence);
+#: under TLS 1.3 they arrive after the client's handshake has completed.
+_CLIENT_CERT_REFUSALS = frozenset(
+    {
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "TLSV1_ALERT_ACCESS_DENIED",
+        "TLSV1_ALERT_DECRYPT_ERROR",
+    }
+)
+#: Hints for certificate verification failures, by OpenSSL's X509_V_ERR_* code.
+_VERIFY_HINTS = {
+    9: "the certificate is not valid yet: is this machine's clock right?",
+    10: "the certificate has expired: the server must renew it (or is this "
+    "machine's clock wrong?)",
+    2: "--cafile FILE trusts another CA",  # unable to get issuer certificate
+    18: "a self-signed certificate: --cafile FILE trusts it",
+    19: "a self-signed CA in the chain: --cafile FILE trusts it",
+    20: "--cafile FILE trusts another CA",  # unable to get local issuer certificate
+    21: "--cafile FILE trusts another CA",  # unable to verify the first certificate
+    23: "the certificate has been revoked",
+    26: "the certificate is not meant for a TLS server",  # invalid purpose
+    62: "--servername NAME checks another name",  # host name mismatch
+    64: "--servername NAME checks another name",  # IP address mismatch
 }
 
 
@@ -70,6 +105,12 @@ def build_context(args: argparse.Namespace) -> ssl.SSLContext:
     """The client context the options describe (files are checked here)."""
     if args.key and not args.cert:
         raise CLIError(ExitCode.USAGE, "--key needs --cert")
+    if args.insecure and args.cafile:
+        raise CLIError(
+            ExitCode.USAGE,
+            "--insecure verifies nothing, so --cafile would be ignored: give one "
+            "of them",
+        )
     if args.cafile:
         check_ca_file(args.cafile)
     try:
@@ -117,20 +158,23 @@ def _os_reason(exc: BaseException) -> str:
     return str(exc)
 
 
-def _handshake_error(exc: BaseException, starttls: str | None) -> CLIError:
-    """The CLIError for an exception raised by the handshake."""
+def _handshake_error(
+    exc: BaseException, starttls: str | None, has_cert: bool = False
+) -> CLIError:
+    """The CLIError for an exception raised by the handshake.
+
+    *has_cert*: whether the client presented a certificate (``--cert``).
+    """
     if isinstance(exc, ssl.SSLCertVerificationError):
         detail = str(exc.verify_message or exc.reason or exc).rstrip(".")
-        if "Hostname mismatch" in detail or "IP address mismatch" in detail:
-            advice = "--servername NAME checks another name"
-        else:
-            advice = "--cafile FILE trusts another CA"
-        return CLIError(
-            ExitCode.VERIFY, f"certificate verification failed: {detail} ({advice})"
-        )
+        advice = _VERIFY_HINTS.get(exc.verify_code)
+        text = f"certificate verification failed: {detail}"
+        return CLIError(ExitCode.VERIFY, f"{text} ({advice})" if advice else text)
     if isinstance(exc, ssl.SSLError):
         reason = str(exc.reason or exc)
         hint = _HINTS.get(reason)
+        if reason in _NO_CLIENT_CERT_REASONS and not has_cert:
+            hint = f"{_NEED_CLIENT_CERT}; or it shares no cipher or parameters"
         if reason in _NOT_TLS_REASONS:
             hint = "the server does not seem to speak TLS on this port"
             if not starttls:
@@ -168,12 +212,12 @@ async def _starttls(
     from .. import starttls
 
     try:
-        if protocol == "smtp":
-            smtp = await starttls.smtp(
-                transport, hostname=hostname, ssl_context=context
-            )
+        if protocol in ("smtp", "lmtp"):
+            dialogue = starttls.smtp if protocol == "smtp" else starttls.lmtp
+            smtp = await dialogue(transport, hostname=hostname, ssl_context=context)
             told = ", ".join(smtp.extensions) or "no extensions"
-            return smtp.stream, smtp.leftover, f"EHLO over TLS: {told}"
+            greeting = "EHLO" if protocol == "smtp" else "LHLO"
+            return smtp.stream, smtp.leftover, f"{greeting} over TLS: {told}"
         if protocol == "imap":
             imap = await starttls.imap(
                 transport, hostname=hostname, ssl_context=context
@@ -231,7 +275,7 @@ async def _open(
         raise
     except (ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
         await anyio.aclose_forcefully(transport)
-        raise _handshake_error(exc, args.starttls) from None
+        raise _handshake_error(exc, args.starttls, bool(args.cert)) from None
     elapsed = time.perf_counter() - started
     report = _report(stream, context, address, servername, args.starttls, elapsed)
     report["starttls_note"] = starttls_note
@@ -348,6 +392,8 @@ def _print_report(out: TextIO, report: dict[str, Any]) -> None:
         rows.append(("STARTTLS", f"{report['starttls']}: {report['starttls_note']}"))
     if report["peer_pin_sha256"]:
         rows.append(("key pin", report["peer_pin_sha256"]))
+    if report.get("client_auth_check"):
+        rows.append(("auth", f"client certificate: {report['client_auth_check']}"))
     for label, value in rows:
         print(f"  {label:<10}{printable(value)}", file=out)
     chain = report["peer_chain"]
@@ -400,8 +446,8 @@ async def _interactive(
                     out.flush()
             except anyio.EndOfStream:
                 pass
-            except BrokenPipeError:  # stdout's reader went away
-                pass
+            except BrokenPipeError:  # stdout's reader went away: the end, as usual
+                silence_stdout()
             tg.cancel_scope.cancel()
 
         tg.start_soon(from_server)
@@ -420,12 +466,39 @@ async def _interactive(
         tg.cancel_scope.cancel()
 
 
+def _refusal(exc: BaseException) -> ssl.SSLError | None:
+    """The server's refusal of the client certificate that broke *exc*, if it did."""
+    for leaf in leaves(exc):
+        cause = leaf.__cause__ if isinstance(leaf, anyio.BrokenResourceError) else leaf
+        if isinstance(cause, ssl.SSLError) and cause.reason in _CLIENT_CERT_REFUSALS:
+            return cause
+    return None
+
+
+async def _check_refusal(stream: TLSStream) -> str:
+    """Wait briefly for a TLS 1.3 server's refusal of the client certificate.
+
+    Raises the :class:`CLIError` of the refusal; otherwise returns what was seen.
+    """
+    with anyio.move_on_after(REFUSAL_CHECK_TIMEOUT):
+        try:
+            await stream.receive()
+        except anyio.EndOfStream:
+            return "the server closed the connection without refusing"
+        return "the server sent data: it accepted the connection"
+    return f"no refusal from the server within {REFUSAL_CHECK_TIMEOUT:g} s"
+
+
 async def _session(
     args: argparse.Namespace, host: str, port: int, context: ssl.SSLContext
 ) -> None:
     stream, leftover, report = await _open(args, host, port, context)
     interactive = not (args.no_interactive or args.json)
     try:
+        if interactive or args.starttls or report["version"] != "TLSv1.3":
+            report["client_auth_check"] = None  # not needed, or seen as it comes
+        else:
+            report["client_auth_check"] = await _check_refusal(stream)
         if args.json:
             del report["starttls_note"]
             print(json.dumps(report, indent=2), flush=True)
@@ -438,6 +511,9 @@ async def _session(
         broken = [e for e in leaves(exc) if isinstance(e, anyio.BrokenResourceError)]
         if not broken or find_cli_error(exc):
             raise
+        refusal = _refusal(exc)
+        if refusal is not None:  # a TLS 1.3 server's verdict, after the handshake
+            raise _handshake_error(refusal, args.starttls, bool(args.cert)) from None
         cause = broken[0].__cause__
         if is_ragged_eof(cause):
             raise CLIError(

@@ -12,21 +12,23 @@ are bad, it says why and keeps the old certificate.
 
 from __future__ import annotations
 
-__all__ = ("build_context", "run_serve")
+__all__ = ("build_context", "run_serve", "write_certificates")
 
 import argparse
 import ipaddress
 import itertools
+import os
 import shutil
 import signal
 import ssl
 import tempfile
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import SocketAttribute, SocketStream, TaskStatus
+from anyio.abc import ByteStream, SocketAttribute, SocketStream, TaskStatus
 from anyio.streams.tls import TLSAttribute
 
 from .. import PostHandshakeAuthError, TLSStream
@@ -64,9 +66,13 @@ def _format_address(address: Any) -> str:
 
 
 class _Ephemeral:
-    """An ephemeral CA, its server certificate, and the files clients need."""
+    """An ephemeral CA, its server certificate, and the files clients need.
 
-    def __init__(self, host: str) -> None:
+    Written to a new temporary directory (removed by :meth:`remove`), or to
+    *directory* (``--certs-dir``), where they stay for the user's own programs.
+    """
+
+    def __init__(self, host: str, directory: Path | None = None) -> None:
         names = ["localhost", "127.0.0.1", "::1"]
         if host not in names and not _is_wildcard(host):
             names.append(host)
@@ -74,15 +80,62 @@ class _Ephemeral:
         self.ca = EphemeralCA("anyiotls serve ephemeral CA")
         self.server = self.ca.issue(names[0], hosts=tuple(names))
         client = self.ca.issue("anyiotls test client", client=True)
-        self.directory = Path(tempfile.mkdtemp(prefix="anyiotls-serve-"))
+        self.kept = directory is not None
+        if directory is None:
+            self.directory = Path(tempfile.mkdtemp(prefix="anyiotls-serve-"))
+        else:
+            self.directory = directory
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CLIError(
+                    ExitCode.BAD_FILE,
+                    f"cannot create --certs-dir {directory}: {exc.strerror or exc}",
+                ) from None
         self.ca_file = self.directory / "ca.pem"
-        self.ca_file.write_bytes(self.ca.cert_pem)
         self.client_file = self.directory / "client.pem"
-        self.client_file.write_bytes(client.key_pem + client.cert_pem)
-        self.client_file.chmod(0o600)
+        self.server_file = self.directory / "server.pem"
+        try:
+            self.ca_file.write_bytes(self.ca.cert_pem)
+            _write_private(self.client_file, client.key_pem + client.cert_pem)
+            _write_private(self.server_file, self.server.key_pem + self.server.cert_pem)
+        except OSError as exc:
+            raise CLIError(
+                ExitCode.BAD_FILE,
+                f"cannot write certificates to {self.directory}: {exc.strerror or exc}",
+            ) from None
 
     def remove(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if not self.kept:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def describe(self) -> None:
+        if self.kept:
+            _say(f"certificates (kept in {self.directory}):")
+        else:
+            _say("ephemeral certificates (deleted when the server stops):")
+        _say(f"  CA certificate   {self.ca_file}  (clients: --cafile this)")
+        _say(f"  client cert+key  {self.client_file}")
+        if self.kept:
+            _say(f"  server cert+key  {self.server_file}  (for your own server)")
+        _say(f"  server names     {', '.join(self.names)}")
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a file holding a private key, readable by its owner only."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+
+
+def write_certificates(directory: Path, host: str = "127.0.0.1") -> Path:
+    """Write what ``serve --certs-dir DIRECTORY`` writes; the CA certificate's path.
+
+    ``ca.pem`` (the CA to trust), ``server.pem`` and ``client.pem`` (certificate
+    and key, PEM) for the names ``localhost``, ``127.0.0.1``, ``::1`` (and *host*).
+    """
+    return _Ephemeral(host, directory).ca_file
 
 
 def _is_wildcard(host: str) -> bool:
@@ -159,7 +212,8 @@ class _Server:
         """Serve one connection; never raises for what a client does."""
         client = _format_address(raw.extra(SocketAttribute.remote_address))
         tag = f"[{next(self._numbers)}] {client}"
-        stream = TLSStream(raw, server_side=True, ssl_context=self.context)
+        counting = _CountingStream(raw)
+        stream = TLSStream(counting, server_side=True, ssl_context=self.context)
         ssl_object = stream.extra(TLSAttribute.ssl_object)
         try:
             with anyio.fail_after(HANDSHAKE_TIMEOUT):
@@ -168,7 +222,7 @@ class _Server:
             _say(f"{tag} handshake did not finish within {HANDSHAKE_TIMEOUT:g} s")
             return
         except Exception as exc:
-            _say(f"{tag} handshake failed: {_reason(exc)}")
+            _say(f"{tag} {_handshake_failure(exc, counting.received)}")
             return
         finally:
             server_name = self._server_names.pop(id(ssl_object), None)
@@ -269,13 +323,61 @@ class _Server:
                 "",
             ]
         ).encode()
+        head_only = request_line.split(" ", 1)[0] == "HEAD"  # HTTP: never a body
         await stream.send(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
             + f"Content-Length: {len(page)}\r\n".encode()
             + b"Connection: close\r\n\r\n"
-            + page
+            + (b"" if head_only else page)
         )
         _say(f"{tag} answered {request_line!r}")
+
+
+class _CountingStream(ByteStream):
+    """A client's connection that counts what it received, to explain failures."""
+
+    def __init__(self, inner: SocketStream) -> None:
+        self.inner = inner
+        self.received = 0
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        data = await self.inner.receive(max_bytes)
+        self.received += len(data)
+        return data
+
+    async def send(self, item: bytes) -> None:
+        await self.inner.send(item)
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self.inner.extra_attributes
+
+
+#: OpenSSL reasons that mean "what the client sent is not TLS".
+_NOT_TLS_REASONS = frozenset(
+    {"WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG"}
+)
+
+
+def _handshake_failure(exc: BaseException, received: int) -> str:
+    """What a failed handshake means, for a client that sent *received* bytes."""
+    cause = exc.__cause__ if isinstance(exc, anyio.BrokenResourceError) else exc
+    reason = cause.reason if isinstance(cause, ssl.SSLError) else None
+    if received == 0 and not isinstance(cause, ssl.SSLCertVerificationError):
+        return "closed before the handshake (the client sent nothing)"
+    if reason in ("HTTP_REQUEST", "HTTPS_PROXY_REQUEST"):
+        return f"plaintext HTTP sent to a TLS port ({reason}): use https://"
+    if reason in _NOT_TLS_REASONS:
+        return f"the client does not speak TLS ({reason})"
+    if cause is None or isinstance(cause, (anyio.EndOfStream, ssl.SSLEOFError)):
+        return "handshake failed: the client closed the connection in the middle"
+    return f"handshake failed: {_reason(exc)}"
 
 
 def _reason(exc: BaseException) -> str:
@@ -291,7 +393,9 @@ def _reason(exc: BaseException) -> str:
     return str(cause) or type(cause).__name__
 
 
-async def _serve(args: argparse.Namespace, context: ssl.SSLContext) -> None:
+async def _serve(
+    args: argparse.Namespace, context: ssl.SSLContext, ephemeral: _Ephemeral | None
+) -> None:
     server = _Server(args, context)
     async with anyio.create_task_group() as tg:
 
@@ -316,6 +420,9 @@ async def _serve(args: argparse.Namespace, context: ssl.SSLContext) -> None:
             _format_address(inner.extra(SocketAttribute.local_address))
             for inner in listener.listeners
         )
+        # Only now: a server that cannot listen must not point at its files.
+        if ephemeral is not None:
+            ephemeral.describe()
         _say(f"listening on {addresses} ({args.mode}); Ctrl-C stops")
         async with listener:
             await listener.serve(server.handle, tg)
@@ -352,16 +459,18 @@ def run_serve(args: argparse.Namespace) -> int:
         )
     if args.alpn:
         parse_alpn(args.alpn)
-    ephemeral = None if args.cert else _Ephemeral(args.host)
+    if args.certs_dir and args.cert:
+        raise CLIError(
+            ExitCode.USAGE,
+            "--certs-dir writes the certificates serve makes; with --cert it makes "
+            "none",
+        )
+    certs_dir = Path(args.certs_dir) if args.certs_dir else None
+    ephemeral = None if args.cert else _Ephemeral(args.host, certs_dir)
     try:
         context = build_context(args, ephemeral)
-        if ephemeral is not None:
-            _say("ephemeral certificates (deleted when the server stops):")
-            _say(f"  CA certificate   {ephemeral.ca_file}  (clients: --cafile this)")
-            _say(f"  client cert+key  {ephemeral.client_file}")
-            _say(f"  server names     {', '.join(ephemeral.names)}")
         try:
-            anyio.run(partial(_serve, args, context), backend=args.backend)
+            anyio.run(partial(_serve, args, context, ephemeral), backend=args.backend)
         except KeyboardInterrupt:  # where signals cannot be received (Windows)
             _say("stopped")
     finally:

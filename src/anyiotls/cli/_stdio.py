@@ -9,9 +9,10 @@ the process alive (AnyIO's own worker threads are not daemons).
 
 from __future__ import annotations
 
-__all__ = ("open_stdin", "to_crlf")
+__all__ = ("open_stdin", "silence_stdout", "to_crlf")
 
 import os
+import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -64,3 +65,16 @@ def to_crlf(data: bytes, previous: bytes) -> bytes:
     if data.startswith(b"\n") and previous == b"\r":
         out = out[1:]  # the CR of this line end came in the previous chunk
     return out
+
+
+def silence_stdout() -> None:
+    """Point standard output at the null device, after its reader went away.
+
+    Without this, the interpreter's final flush of the buffered output meets the
+    closed pipe again, prints "Exception ignored ... BrokenPipeError" and exits 120.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file descriptor (embedded)
+        pass
