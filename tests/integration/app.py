@@ -1,6 +1,7 @@
 """A small ASGI application for the servers under test.
 
-- ``/echo``: answers with the request body (``ok`` when it is empty)
+- ``/echo``: answers with the request body; when it is empty, with the query
+  string; when both are, ``ok``
 - ``/download?size=N&seed=S``: answers with :func:`payload` (N, S), in chunks
 - ``/upload``: reads the body and answers ``<length> <sha256 hex>``
 - ``/info``: answers ``<http_version> <scheme>`` as the server saw the request
@@ -98,7 +99,7 @@ async def _app(scope: Scope, receive: Receive, send: Send) -> None:
     path = scope["path"]
     if path == "/echo":
         _, _, body = await _read_body(receive)
-        await _respond(send, body or b"ok")
+        await _respond(send, body or scope["query_string"] or b"ok")
     elif path == "/download":
         await _read_body(receive)
         query = parse_qs(scope["query_string"].decode())

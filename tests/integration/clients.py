@@ -23,8 +23,10 @@ from .servers import Server
 __all__ = (
     "CurlResult",
     "RawClient",
+    "Transfer",
     "assert_serving",
     "curl",
+    "curl_many",
     "httpx_client",
     "request_bytes",
     "wait_server_closed",
@@ -88,6 +90,54 @@ async def curl(
     assert version, f"curl's output lacks the TLS version:\n{stderr}"
     assert alpn, f"curl's output lacks the ALPN result:\n{stderr}"
     return CurlResult(int(status), body, version[1], alpn[1], stderr)
+
+
+@dataclass
+class Transfer:
+    status: int
+    body: bytes
+    #: connections curl opened for this transfer (0: it reused one)
+    connects: int
+
+
+async def curl_many(
+    server: Server,
+    cafile: Path,
+    paths: list[str],
+    *,
+    tls12: bool = False,
+    close: bool = False,
+) -> list[Transfer]:
+    """GET every path in one curl process: one after the other, on one kept-alive
+    connection unless *close* (``Connection: close``) makes them one each."""
+    command = [
+        require_binary("curl"),
+        "--silent",
+        "--show-error",
+        "--http1.1",
+        "--cacert",
+        str(cafile),
+        "--max-time",
+        str(CLIENT_TIMEOUT),
+        "--write-out",
+        "\n@@ %{http_code} %{num_connects}\n",
+    ]
+    command += ["--tlsv1.2", "--tls-max", "1.2"] if tls12 else ["--tlsv1.3"]
+    if close:
+        command += ["--header", "Connection: close"]
+    command += [server.url + path for path in paths]
+    with anyio.fail_after(CLIENT_TIMEOUT * 2):
+        result = await anyio.run_process(command, check=False)
+    stderr = result.stderr.decode(errors="replace")
+    assert result.returncode == 0, f"curl failed ({result.returncode}):\n{stderr}"
+    transfers = []
+    lines = result.stdout.removesuffix(b"\n").split(b"\n")
+    assert len(lines) == 2 * len(paths), f"curl's output: {result.stdout!r}"
+    for body, summary in zip(lines[0::2], lines[1::2], strict=True):
+        marker, status, connects = summary.split(b" ")
+        assert marker == b"@@", f"unexpected curl output: {result.stdout!r}"
+        transfers.append(Transfer(int(status), body, int(connects)))
+    return transfers
 
 
 async def assert_serving(server: Server, cafile: Path) -> None:
