@@ -30,13 +30,19 @@ import anyiotls.trio
 
 __all__ = ("Redirect", "redirected")
 
-# anchor class -> the anyiotls class that stands in for it
+#: (module, name) of each anchor class, the anyiotls class that stands in for it
+_PUBLIC: dict[tuple[Any, str], type] = {
+    (anyio.streams.tls, "TLSStream"): anyiotls.TLSStream,
+    (anyio.streams.tls, "TLSListener"): anyiotls.TLSListener,
+    (anyio.streams.tls, "TLSConnectable"): anyiotls.TLSConnectable,
+    (trio, "SSLStream"): anyiotls.trio.SSLStream,
+    (trio, "SSLListener"): anyiotls.trio.SSLListener,
+}
+# anchor class -> ours; TLSConnectable is new in AnyIO 4.10 (absent in the lowest)
 _REPLACEMENTS: dict[type, type] = {
-    anyio.streams.tls.TLSStream: anyiotls.TLSStream,
-    anyio.streams.tls.TLSListener: anyiotls.TLSListener,
-    anyio.streams.tls.TLSConnectable: anyiotls.TLSConnectable,
-    trio.SSLStream: anyiotls.trio.SSLStream,
-    trio.SSLListener: anyiotls.trio.SSLListener,
+    getattr(module, name): ours
+    for (module, name), ours in _PUBLIC.items()
+    if hasattr(module, name)
 }
 
 # Where the anchors are defined: their own internal references stay (trio._ssl's
@@ -120,12 +126,8 @@ def _redirect(monkeypatch: pytest.MonkeyPatch) -> Redirect:
                 monkeypatch.setattr(module, attribute, _REPLACEMENTS[value])
                 redirect.patched.append((name, attribute))
     # The public names must be among them, or the anchors moved.
-    for public in [
-        ("anyio.streams.tls", "TLSStream"),
-        ("anyio.streams.tls", "TLSListener"),
-        ("anyio.streams.tls", "TLSConnectable"),
-        ("trio", "SSLStream"),
-        ("trio", "SSLListener"),
-    ]:
-        assert public in redirect.patched, f"{public} was not patched"
+    for module, name in _PUBLIC:
+        if hasattr(module, name):
+            public = (module.__name__, name)
+            assert public in redirect.patched, f"{public} was not patched"
     return redirect

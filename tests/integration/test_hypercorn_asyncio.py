@@ -70,6 +70,7 @@ async def test_tls_stream(
     head, _, answer = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     assert answer == digest(body).encode()
+    redirect.assert_used(anyiotls.TLSStream)  # and no anchor along the way
     asyncio_server.check_alive()
 
 

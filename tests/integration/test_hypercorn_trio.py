@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+import trio
 
 import anyiotls
 import anyiotls.trio
@@ -116,7 +117,7 @@ async def test_client_closes_without_close_notify(
                 raw.send(request_bytes("/upload", b"x" * 100_000)[:50_000])
             raw.close_ragged()
 
-    await anyio.to_thread.run_sync(client)
+    await trio.to_thread.run_sync(client)
     _server_streams(redirect)
     await wait_server_closed(trio_server, redirect)
     await assert_serving(trio_server, pem_files.ca)
@@ -137,7 +138,7 @@ async def test_client_resets_or_closes_cleanly(
             assert response.endswith(b"then " + end.encode())
             raw.reset() if end == "reset" else raw.close_clean()
 
-    await anyio.to_thread.run_sync(client)
+    await trio.to_thread.run_sync(client)
     _server_streams(redirect)
     await wait_server_closed(trio_server, redirect)
     await assert_serving(trio_server, pem_files.ca)
