@@ -26,9 +26,25 @@ def redirect() -> Iterator[Redirect]:
 
 
 @pytest.fixture
-def trio_server(redirect: Redirect, pem_files: PemFiles) -> Iterator[Server]:
+def keep_alive_timeout() -> float:
+    """hypercorn's keep-alive timeout for ``trio_server``: short, because hypercorn
+    (on trio.SSLStream too) sometimes misses a client's EOF that comes right after
+    a response, and then closes only when the connection has idled this long — and
+    the tests wait for the server to finish every connection. A test whose client
+    sends several requests on one connection takes a longer one (parametrize
+    ``keep_alive_timeout``), lest the server close between two of them."""
+    return 0.5
+
+
+@pytest.fixture
+def trio_server(
+    redirect: Redirect, pem_files: PemFiles, keep_alive_timeout: float
+) -> Iterator[Server]:
     """hypercorn's Trio worker on anyiotls.trio (TLS 1.2 and 1.3; h2, http/1.1)."""
-    with hypercorn_trio(hypercorn_config(str(pem_files.server))) as server:
+    config = hypercorn_config(
+        str(pem_files.server), keep_alive_timeout=keep_alive_timeout
+    )
+    with hypercorn_trio(config) as server:
         yield server
     # A crash at the very end counts too, not only one that a test checked for.
     if server.error is not None:

@@ -46,10 +46,6 @@ def hypercorn_config(certfile: str, **options: Any) -> Config:
     config.alpn_protocols = ["h2", "http/1.1"]
     config.bind = ["127.0.0.1:0"]
     config.graceful_timeout = 2.0
-    # hypercorn (on trio.SSLStream as well) sometimes misses a client's EOF that
-    # comes right after a response and closes only when the connection has idled
-    # this long; the tests wait for the server to close every connection.
-    config.keep_alive_timeout = 0.5
     for name, value in options.items():
         setattr(config, name, value)
     return config

@@ -146,6 +146,7 @@ async def test_client_resets_or_closes_cleanly(
 
 @pytest.mark.parametrize("http2", [False, True], ids=["http1.1", "h2"])
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("keep_alive_timeout", [2.0])  # three requests, one connection
 async def test_httpx(
     trio_server: Server,
     redirect: Redirect,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ssl
+from functools import partial
 from typing import Any
 
 import pytest
@@ -58,13 +59,13 @@ async def test_wss_echo(
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             server = await nursery.start(
-                lambda task_status: serve_websocket(
+                partial(
+                    serve_websocket,
                     _echo,
                     "127.0.0.1",
                     0,
                     ssl_context=server_context,
                     max_message_size=MAX_MESSAGE,
-                    task_status=task_status,
                 )
             )
             url = f"wss://127.0.0.1:{server.port}/echo"
