@@ -126,6 +126,9 @@ def hypercorn_trio(config: Config) -> Iterator[Server]:
         with suppress(RuntimeError):
             server.stop()
         server.join()
+    # A crash at the very end counts too, not only one that a test checked for.
+    if server.error is not None:
+        raise AssertionError(f"{server.name} died: {server.error!r}") from server.error
 
 
 class _AsyncioThread:
