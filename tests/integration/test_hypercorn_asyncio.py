@@ -2,7 +2,8 @@
 
 anyiotls's ``TLSStream`` directly, and ``anyio.connect_tcp(tls=True)``, which uses
 the names that ``anyio._core._sockets`` bound at import (patched by the redirect).
-httpx against the same server: ``test_httpx.py``.
+httpx over httpcore's AnyIO backend against the same server: ``test_httpx.py``;
+here, httpx's default on Trio (httpcore's Trio backend, ``trio.SSLStream``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import anyio
 import pytest
 
 import anyiotls
+import anyiotls.trio
 
 from .app import digest, payload
+from .clients import httpx_client
 from .redirect import Redirect
 from .servers import Server
 
@@ -93,4 +96,24 @@ async def test_anyio_connect_tcp_with_tls(
     assert response.endswith(digest(b"via connect_tcp").encode())
     assert ("anyio._core._sockets", "TLSStream") in redirect.patched
     redirect.assert_used(anyiotls.TLSStream)
+    asyncio_server.check_alive()
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["http1.1", "h2"])
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_httpx_default_on_trio(
+    asyncio_server: Server,
+    redirect: Redirect,
+    client_context: ssl.SSLContext,
+    http2: bool,
+) -> None:
+    """What a Trio user of httpx gets by default: httpcore's Trio backend, which
+    wraps its sockets in ``trio.SSLStream`` (here anyiotls.trio's)."""
+    async with httpx_client(client_context, http2=http2) as client:
+        response = await client.get(asyncio_server.url + "/info")
+    assert response.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+    assert response.text == ("2 https" if http2 else "1.1 https")
+    (stream,) = redirect.assert_used(anyiotls.trio.SSLStream)
+    assert stream.selected_alpn_protocol() == ("h2" if http2 else "http/1.1")
+    assert not redirect.instances(anyiotls.TLSStream)
     asyncio_server.check_alive()
