@@ -189,16 +189,23 @@ async def test_load(redirect: Redirect, pem_files: PemFiles) -> None:
     with hypercorn_trio(config) as trio_server:
         kept_alive: list[list[Transfer]] = []
         fresh: list[list[Transfer]] = []
+        failures: list[Exception] = []
 
         async def run(
             results: list[list[Transfer]], client: int, **options: Any
         ) -> None:
+            # A failure is collected, not raised: raising would cancel the other
+            # clients' curl processes mid-way.
             paths = [f"/echo?client={client}&n={n}" for n in range(options.pop("n"))]
-            transfers = await curl_many(trio_server, pem_files.ca, paths, **options)
-            assert [(t.status, t.body) for t in transfers] == [
-                (200, path.partition("?")[2].encode()) for path in paths
-            ]
-            results.append(transfers)
+            try:
+                transfers = await curl_many(trio_server, pem_files.ca, paths, **options)
+                assert [(t.status, t.body) for t in transfers] == [
+                    (200, path.partition("?")[2].encode()) for path in paths
+                ]
+            except Exception as exc:
+                failures.append(exc)
+            else:
+                results.append(transfers)
 
         async with anyio.create_task_group() as group:
             for client in range(20):
@@ -210,6 +217,8 @@ async def test_load(redirect: Redirect, pem_files: PemFiles) -> None:
                 group.start_soon(
                     partial(run, fresh, client, n=20, tls12=client % 2 == 0, close=True)
                 )
+        trio_server.check_alive()  # a dead server is the cause to report
+        assert not failures, f"{len(failures)} clients failed, the first: {failures[0]}"
         assert sum(len(transfers) for transfers in kept_alive) == 1_000
         assert [sum(t.connects for t in ts) for ts in kept_alive] == [1] * 20
         assert sum(len(transfers) for transfers in fresh) == 200
