@@ -25,6 +25,19 @@ TRIO_LOWEST_FOR_PYTHON = {"3.13": "0.25.0"}
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 
+# The third-party software that tests/integration runs unchanged on anyiotls, pinned
+# so that a new release of one cannot turn a green tree red overnight (bump them on
+# purpose). The same pins serve the "lowest" runs: none of them asks for a newer
+# anyio or trio (httpx wants any anyio, trio-websocket trio>=0.11), and they all
+# ran with anyio 4.0.0 and trio 0.23.0 (Python 3.10, 3.11) / 0.25.0 (3.13).
+INTEGRATION = [
+    "hypercorn==0.18.0",
+    "httpx==0.29.0",
+    "httpcore==1.0.9",
+    "h2==4.4.1",
+    "trio-websocket==0.12.2",
+]
+
 # Linters are pinned so that a new release cannot turn a green tree red overnight;
 # bump them on purpose.
 RUFF = "ruff==0.17.5"
@@ -97,7 +110,7 @@ def _declared_anyio_lowest() -> str:
 
 
 def tests_impl(session: nox.Session, anyio_spec: str, trio_spec: str) -> None:
-    session.install("-e", ".[test]", anyio_spec, trio_spec)
+    session.install("-e", ".[test]", anyio_spec, trio_spec, *INTEGRATION)
     session.run("python", "-c", PRINT_VERSIONS)
     if shutil.which("openssl"):  # the interop tests' peer
         session.run("openssl", "version", external=True)

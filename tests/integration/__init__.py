@@ -1,0 +1,1 @@
+"""Real third-party software, unchanged, on anyiotls (see ``redirect.py``)."""
