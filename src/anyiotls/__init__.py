@@ -7,6 +7,8 @@ from __future__ import annotations
 
 __all__ = (
     "PostHandshakeAuthError",
+    "SessionAttribute",
+    "SessionCache",
     "TLSAttribute",
     "TLSConnectable",
     "TLSListener",
@@ -19,3 +21,5 @@ from ._anyio import TLSConnectable as TLSConnectable
 from ._anyio import TLSListener as TLSListener
 from ._anyio import TLSStream as TLSStream
 from ._exceptions import PostHandshakeAuthError as PostHandshakeAuthError
+from ._session import SessionAttribute as SessionAttribute
+from ._session import SessionCache as SessionCache

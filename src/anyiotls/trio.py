@@ -33,7 +33,7 @@ from anyio.abc import AnyByteStream, ByteStream
 
 from ._context import encode_hostname
 from ._driver import FaceErrors, TLSDriver
-from ._engine import TLSEngine, is_ragged_eof
+from ._engine import TLSEngine, is_ragged_eof, session_error
 from ._locks import ConflictDetector
 
 T_Stream = TypeVar("T_Stream", bound=trio.abc.Stream)
@@ -396,7 +396,17 @@ class SSLStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
 
     @session.setter
     def session(self, value: ssl.SSLSession | None) -> None:
-        self._ssl_object.session = value
+        """Offer *value* for resumption; set it before the handshake (client side).
+
+        :raises ValueError: *value* was made with another SSLContext (a clear
+            message instead of CPython's), the handshake is done, or this is the
+            server side
+        :raises TypeError: *value* is not an :class:`ssl.SSLSession`
+        """
+        try:
+            self._ssl_object.session = value
+        except ValueError as exc:
+            raise session_error(exc) from exc
 
     @property
     def session_reused(self) -> bool:
