@@ -6,6 +6,7 @@ every AnyIO backend.
 
 from __future__ import annotations
 
+import gc
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -483,21 +484,29 @@ async def test_broken_connection_is_not_cached(
 async def test_tls12_server_loses_session_id_on_ragged_close(
     server_cert: trustme.LeafCert, client_context: ssl.SSLContext
 ) -> None:
-    """OpenSSL drops a TLS 1.2 server's session id when it closes without
-    close_notify; a clean close keeps it."""
+    """OpenSSL drops a TLS 1.2 server's session id when the server's SSLObject is
+    freed without having sent close_notify; a clean close keeps it."""
     results = {}
     for clean in (True, False):
         context = tls12_session_ids_only(
             ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         )
         server_cert.configure_cert(context)
+        done = anyio.Event()
+
+        async def handler(stream: TLSStream) -> None:
+            try:
+                await receive_until_eof(stream)
+            finally:
+                done.set()  # noqa: B023 (each round waits for its own event)
+
         with anyio.fail_after(TEST_TIMEOUT):
-            async with tls_server(
-                context, receive_until_eof, standard_compatible=clean
-            ) as port:
+            async with tls_server(context, handler, standard_compatible=clean) as port:
                 _, session = await talk(port, client_context, receive=False)
                 assert session is not None
                 assert session.id
+                await done.wait()
+                gc.collect()  # free the server's SSLObject (OpenSSL acts then)
                 results[clean], _ = await talk(
                     port, client_context, session=session, receive=False
                 )
