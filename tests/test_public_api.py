@@ -35,6 +35,10 @@ _DROP_IN = [
 ]
 
 
+#: keyword-only parameters anyiotls adds (session resumption)
+_EXTENSIONS = frozenset({"session", "session_cache"})
+
+
 @pytest.mark.parametrize(
     "path",
     [path for path in _DROP_IN if hasattr(anyio.streams.tls, path.split(".")[0])],
@@ -48,7 +52,13 @@ def test_signatures_match_anyio(path: str) -> None:
 
     ours = resolve(anyiotls)
     theirs = resolve(anyio.streams.tls)
-    assert list(ours.parameters) == list(theirs.parameters)
+    # anyio's parameters, in its order; then only our keyword-only extensions
+    # (each with a default, so every anyio call works unchanged).
+    assert list(ours.parameters)[: len(theirs.parameters)] == list(theirs.parameters)
+    for name in list(ours.parameters)[len(theirs.parameters) :]:
+        assert name in _EXTENSIONS, name
+        assert ours.parameters[name].kind is inspect.Parameter.KEYWORD_ONLY, name
+        assert ours.parameters[name].default is None, name
     for name, param in theirs.parameters.items():
         assert ours.parameters[name].default == param.default, name
         assert ours.parameters[name].kind == param.kind, name
