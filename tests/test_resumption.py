@@ -437,6 +437,7 @@ async def test_cache_is_a_bounded_lru(
 
 async def test_default_size() -> None:
     assert SessionCache().maxsize == 256
+    assert SessionCache()  # truthy though empty
 
 
 # -- no session from a broken or ragged connection ------------------------------------
@@ -524,3 +525,35 @@ async def test_tls13_server_without_tickets(
             assert len(cache) == 0
             reused, _ = await talk(port, client_context, cache=cache)
             assert reused is False
+
+
+async def test_closing_twice_keeps_the_session(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    cache = SessionCache()
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with tls_server(server_context, receive_until_eof) as port:
+            sock = await anyio.connect_tcp(HOST, port)
+            stream = await TLSStream.wrap(
+                sock, hostname=HOSTNAME, ssl_context=client_context, session_cache=cache
+            )
+            await stream.aclose()
+            await stream.aclose()
+            assert len(cache) == 1
+
+
+async def test_server_that_does_not_answer_close_notify(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    """Our close_notify left: OpenSSL keeps the session (TLS 1.3 tickets need
+    nothing from the server's side), though the server just closed the socket.
+    The client reads nothing: its close reads the echo, the tickets, the EOF."""
+    cache = SessionCache()
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with tls_server(
+            server_context, echo_once, standard_compatible=False
+        ) as port:
+            await talk(port, client_context, cache=cache, receive=False)
+            assert len(cache) == 1
+            reused, _ = await talk(port, client_context, cache=cache, receive=False)
+            assert reused is True

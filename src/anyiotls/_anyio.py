@@ -431,13 +431,15 @@ class TLSStream(ByteStream):
             raise
         if keeper is not None:
             engine = driver.engine
-            # Clean: close_notify both ways on a stream that never broke. Else
-            # OpenSSL marks the session non-resumable when the SSLObject goes.
+            error = engine.error
+            # Clean: a stream that never broke, and our close_notify left (a ragged
+            # EOF while waiting for the peer's means it did). OpenSSL keeps a
+            # session once this side sent close_notify, and many servers close
+            # without answering it; without ours it marks the session dead.
             if (
                 usable
                 and self.standard_compatible
-                and engine.peer_closed
-                and engine.error is None
+                and ((engine.peer_closed and error is None) or is_ragged_eof(error))
             ):
                 keeper.closed_cleanly(self._ssl_object)
             else:

@@ -102,6 +102,10 @@ class SessionCache:
         """The most entries kept."""
         return self._maxsize
 
+    def __bool__(self) -> bool:
+        """Always ``True``: ``session_cache or default`` must keep an empty cache."""
+        return True
+
     def __len__(self) -> int:
         """The number of sessions cached (expired ones included until met)."""
         return len(self._entries)
@@ -263,7 +267,12 @@ class SessionKeeper:
         self._give(session, ssl_object)
 
     def failed(self) -> None:
-        """Take back what this stream gave: its connection broke or ended raggedly."""
+        """Take back what this stream gave: its connection broke or ended raggedly.
+
+        Nothing after a clean close (a second ``aclose()`` is not a failure).
+        """
+        if self._finished:
+            return
         self._finished = True
         given = self._given
         if given is not None:
