@@ -7,9 +7,12 @@ every AnyIO backend.
 from __future__ import annotations
 
 import gc
+import os
 import ssl
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 import anyio.abc
@@ -17,6 +20,7 @@ import pytest
 import trustme
 from anyio.abc import SocketAttribute
 
+import anyiotls
 from anyiotls import (
     SessionAttribute,
     SessionCache,
@@ -557,3 +561,23 @@ async def test_server_that_does_not_answer_close_notify(
             assert len(cache) == 1
             reused, _ = await talk(port, client_context, cache=cache, receive=False)
             assert reused is True
+
+
+async def test_the_example_runs(anyio_backend_name: str) -> None:
+    """examples/resumption.py (shown in docs/resumption.md) resumes."""
+    example = Path(__file__).parent.parent / "examples" / "resumption.py"
+    source = str(Path(anyiotls.__file__).parent.parent)
+    path = os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))
+    with anyio.fail_after(60):
+        result = await anyio.run_process(
+            [sys.executable, str(example), "--backend", anyio_backend_name],
+            check=False,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+    output = (result.stdout + result.stderr).decode(errors="replace")
+    assert result.returncode == 0, output
+    assert output.splitlines() == [
+        "connection 1: resumed no",
+        "connection 2: resumed yes",
+        "connection 3: resumed yes",
+    ], output
