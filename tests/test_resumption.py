@@ -581,3 +581,30 @@ async def test_the_example_runs(anyio_backend_name: str) -> None:
         "connection 2: resumed yes",
         "connection 3: resumed yes",
     ], output
+
+
+@pytest.mark.parametrize("reuse", [False, True], ids=["single-use", "reuse"])
+async def test_tls13_tickets_single_use_or_reused(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext, reuse: bool
+) -> None:
+    cache = SessionCache(reuse_tickets=reuse)
+    key = (client_context, HOSTNAME)
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with tls_server(server_context) as port:
+            await talk(port, client_context, cache=cache)
+            first = cache.get(*key, port)
+            assert first is not None
+            if reuse:
+                assert cache.get(*key, port) is first  # still there
+            else:
+                assert cache.get(*key, port) is None  # handed out once
+                cache.put(*key, port, first, single_use=True)
+            for _ in range(2):
+                reused, _ = await talk(port, client_context, cache=cache)
+                assert reused is True
+            latest = cache.get(*key, port)
+            assert latest is not None
+            # Reused: the stream fetched nothing, the entry is the first session.
+            # Single use: each resumed connection gave back its new ticket.
+            assert (latest is first) is reuse
+            assert (latest.id == first.id) is reuse
