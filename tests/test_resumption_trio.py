@@ -8,13 +8,22 @@ import ssl
 import anyio
 import pytest
 import trio
+import trio.testing
 import trustme
 
+from anyiotls import SessionCache
 from anyiotls.trio import SSLStream
 
 from .peers import PemFiles
 from .peers.openssl import openssl_server
-from .test_resumption import HOST, HOSTNAME, PAYLOAD, TEST_TIMEOUT, tls_server
+from .test_resumption import (
+    HOST,
+    HOSTNAME,
+    PAYLOAD,
+    TEST_TIMEOUT,
+    tls12_session_ids_only,
+    tls_server,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -106,3 +115,85 @@ async def test_trio_face_session_from_another_context(
             await stream.do_handshake()  # still usable: a full handshake
             assert stream.session_reused is False
             await stream.aclose()
+
+
+async def cached_talk(
+    port: int, context: ssl.SSLContext, cache: SessionCache, *, receive: bool = True
+) -> bool:
+    sock = await trio.open_tcp_stream(HOST, port)
+    stream = SSLStream(sock, context, server_hostname=HOSTNAME, session_cache=cache)
+    await stream.do_handshake()
+    reused = stream.session_reused
+    await stream.send_all(PAYLOAD)
+    if receive:
+        got = b""
+        while len(got) < len(PAYLOAD):
+            got += await stream.receive_some()
+    await stream.aclose()
+    return reused
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+async def test_trio_face_session_cache(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext, version: str
+) -> None:
+    if version == "1.2":
+        tls12_session_ids_only(server_context)
+    cache = SessionCache()
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with tls_server(server_context) as port:
+            results = [await cached_talk(port, client_context, cache) for _ in "abc"]
+    assert results == [False, True, True]
+
+
+async def test_trio_face_client_that_only_sends(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    """trio's aclose() does not wait for the server: a TLS 1.3 client that never
+    receives never reads its ticket, so there is nothing to cache (unlike the AnyIO
+    face, whose close reads it)."""
+    cache = SessionCache()
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with tls_server(server_context) as port:
+            await cached_talk(port, client_context, cache, receive=False)
+            assert len(cache) == 0
+
+
+async def test_trio_face_https_compatible_close_is_not_cached(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    cache = SessionCache()
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with tls_server(server_context) as port:
+            sock = await trio.open_tcp_stream(HOST, port)
+            stream = SSLStream(
+                sock,
+                client_context,
+                server_hostname=HOSTNAME,
+                https_compatible=True,
+                session_cache=cache,
+            )
+            await stream.send_all(PAYLOAD)
+            await stream.receive_some()
+            assert len(cache) == 1  # the ticket came with the echo
+            await stream.aclose()  # no close_notify: taken back
+            assert len(cache) == 0
+
+
+async def test_trio_face_session_cache_bad_arguments(
+    client_context: ssl.SSLContext,
+) -> None:
+    left, right = trio.testing.memory_stream_pair()
+    with pytest.raises(ValueError, match="server_hostname"):
+        SSLStream(left, client_context, session_cache=SessionCache())
+    with pytest.raises(ValueError, match="for clients"):
+        SSLStream(left, client_context, server_side=True, session_cache=SessionCache())
+    with pytest.raises(TypeError, match="SessionCache"):
+        SSLStream(
+            left,
+            client_context,
+            server_hostname=HOSTNAME,
+            session_cache={},  # type: ignore[arg-type]
+        )
+    await left.aclose()
+    await right.aclose()
