@@ -19,19 +19,25 @@ RSA-2048 one, and TLS 1.2 (P-256). Each backend runs in its own process; the ord
 of the variants rotates from run to run. Prints connections/s (one over the median
 connection's CPU time, ``time.process_time``, user + system of the one process
 that runs both ends; ``--wall`` for wall-clock time instead; median and range
-over the runs) and the ratio of resumed
-anyiotls to AnyIO's full handshake, per run.
+over the runs) and the ratios of the resumed
+variants to AnyIO's full handshake, per run. ``--instructions`` counts instructions
+per reconnect under valgrind's callgrind instead (as ``bench.instructions``).
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import gc
 import json
+import os
+import shutil
+import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -51,17 +57,40 @@ SETTINGS = ("tls13-p256", "tls13-rsa2048", "tls12-p256")
 VARIANTS = ("anyio", "anyiotls full", "anyiotls resumed", "anyiotls reuse")
 
 
-def contexts(setting: str) -> tuple[Any, Any]:
-    """(server, client) contexts for *setting*."""
-    import ssl
+def write_certificates(directory: str, settings: tuple[str, ...] = SETTINGS) -> None:
+    """Certificates for *settings*, as PEM files in *directory*: the children
+    under callgrind load them, so no child spends instructions on key generation
+    (RSA's prime search differs from run to run)."""
+    for setting in settings:
+        key_type = trustme.KeyType.RSA if "rsa" in setting else trustme.KeyType.ECDSA
+        ca = trustme.CA(key_type=key_type)
+        cert = ca.issue_cert(HOSTNAME, HOST, key_type=key_type)
+        ca.cert_pem.write_to_path(os.path.join(directory, f"{setting}-ca.pem"))
+        cert.private_key_and_cert_chain_pem.write_to_path(
+            os.path.join(directory, f"{setting}-server.pem")
+        )
 
-    key_type = trustme.KeyType.RSA if "rsa" in setting else trustme.KeyType.ECDSA
-    ca = trustme.CA(key_type=key_type)
-    cert = ca.issue_cert(HOSTNAME, HOST, key_type=key_type)
+
+_own_certificates: dict[str, str] = {}
+_keep: list[tempfile.TemporaryDirectory[str]] = []
+
+
+def contexts(setting: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) contexts for *setting* (from ``$BENCH_G_CERTS`` if set,
+    else made once per process)."""
+    directory = os.environ.get("BENCH_G_CERTS")
+    if directory is None:
+        if setting not in _own_certificates:
+            made = tempfile.TemporaryDirectory(prefix="bench-g-")
+            # Kept (and removed) with the process: loaded once per setting.
+            _own_certificates[setting] = made.name
+            _keep.append(made)
+            write_certificates(made.name, (setting,))
+        directory = _own_certificates[setting]
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    cert.configure_cert(server)
-    ca.configure_trust(client)
+    server.load_cert_chain(os.path.join(directory, f"{setting}-server.pem"))
+    client.load_verify_locations(os.path.join(directory, f"{setting}-ca.pem"))
     version = ssl.TLSVersion.TLSv1_2 if "tls12" in setting else ssl.TLSVersion.TLSv1_3
     for context in (server, client):
         context.minimum_version = context.maximum_version = version
@@ -153,6 +182,81 @@ def worker(backend: str, runs: int, count: int) -> dict[str, dict[str, list[floa
     return results
 
 
+#: (small, large) connection counts per child under callgrind
+INSTRUCTION_COUNTS = (5, 25)
+
+
+def count_instructions(
+    variant: str, setting: str, connections: int, backend: str, certs: str
+) -> dict[str, int]:
+    """Instructions per group (bench.instructions' groups) for one child."""
+    from .instructions import parse_callgrind
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "callgrind.out")
+        subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                "-m",
+                "bench.resumption",
+                "--child",
+                variant,
+                setting,
+                str(connections),
+                backend,
+            ],
+            check=True,
+            capture_output=True,
+            env={**_child_env(), "PYTHONHASHSEED": "0", "BENCH_G_CERTS": certs},
+            timeout=3600,
+        )
+        with open(out, errors="replace") as file:
+            return parse_callgrind(file.read())
+
+
+def instructions(backends: list[str]) -> None:
+    """Print instructions per reconnect (callgrind), per setting and variant."""
+    from .instructions import GROUPS, per_operation
+
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    small, large = INSTRUCTION_COUNTS
+    with tempfile.TemporaryDirectory() as certs:
+        write_certificates(certs)
+        with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            jobs = {
+                (backend, setting, variant, n): pool.submit(
+                    count_instructions, variant, setting, n, backend, certs
+                )
+                for backend in backends
+                for setting in SETTINGS
+                for variant in VARIANTS
+                for n in (small, large)
+            }
+            results = {key: job.result() for key, job in jobs.items()}
+    print("(g) instructions per reconnect (callgrind; both ends)")
+    for backend in backends:
+        print(f"\n## {backend}")
+        print("| setting | variant | total | Python | OpenSSL | libc | / anyio |")
+        print("|-|-|-|-|-|-|-|")
+        for setting in SETTINGS:
+            figures = {
+                v: per_operation(
+                    results[(backend, setting, v, small)],
+                    results[(backend, setting, v, large)],
+                    large - small,
+                )
+                for v in VARIANTS
+            }
+            for variant, f in figures.items():
+                cells = " | ".join(f"{f[g]:,.0f}" for g in ("total", *GROUPS))
+                ratio = figures["anyio"]["total"] / f["total"]
+                print(f"| {setting} | {variant} | {cells} | {ratio:.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.resumption")
     parser.add_argument("--quick", action="store_true")
@@ -160,10 +264,22 @@ def main() -> None:
     parser.add_argument("--runs", type=int)
     parser.add_argument("--count", type=int)
     parser.add_argument("--wall", action="store_true", help="wall-clock time")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions (valgrind)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     global CPU_TIME
     CPU_TIME = not args.wall
+    if args.child:
+        variant, setting, connections, backend = args.child
+        settle_malloc()
+        run_backend(backend, reconnects, variant, setting, int(connections))
+        return
+    if args.instructions:
+        instructions(args.backends.split(","))
+        return
     runs = args.runs or (1 if args.quick else 5)
     count = args.count or (50 if args.quick else 300)
     if args.worker:

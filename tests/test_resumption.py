@@ -608,3 +608,13 @@ async def test_tls13_tickets_single_use_or_reused(
             # Single use: each resumed connection gave back its new ticket.
             assert (latest is first) is reuse
             assert (latest.id == first.id) is reuse
+
+
+@pytest.mark.parametrize("variant", ["anyio", "anyiotls resumed", "anyiotls reuse"])
+async def test_benchmark_g_runs(variant: str) -> None:
+    """bench.resumption's loop runs (it raises if a resumed variant did not)."""
+    from bench import resumption
+
+    with anyio.fail_after(TEST_TIMEOUT):
+        rate = await resumption.reconnects(variant, "tls12-p256", 3)
+    assert rate > 0
