@@ -191,6 +191,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
+import anyiotls
 from anyiotls import TLSAttribute, TLSListener, TLSStream, starttls
 """
 

@@ -41,6 +41,8 @@ _EXTENSIONS = {
     "sni_contexts",
     "select_context",
     "refuse_unknown_names",
+    "session",
+    "session_cache",
 }
 
 

@@ -14,6 +14,8 @@ __all__ = (
     "PeerVerificationError",
     "PinMismatchError",
     "PostHandshakeAuthError",
+    "SessionAttribute",
+    "SessionCache",
     "TLSAttribute",
     "TLSConnectable",
     "TLSListener",
@@ -47,5 +49,7 @@ from ._exceptions import ChannelBindingError as ChannelBindingError
 from ._exceptions import PeerVerificationError as PeerVerificationError
 from ._exceptions import PinMismatchError as PinMismatchError
 from ._exceptions import PostHandshakeAuthError as PostHandshakeAuthError
+from ._session import SessionAttribute as SessionAttribute
+from ._session import SessionCache as SessionCache
 from ._sni import UnrecognizedNameError as UnrecognizedNameError
 from ._sni import load_server_context as load_server_context

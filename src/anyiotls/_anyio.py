@@ -30,6 +30,7 @@ from anyio.abc import (
     ByteReceiveStream,
     ByteStream,
     Listener,
+    SocketAttribute,
     TaskGroup,
 )
 from anyio.streams.tls import TLSAttribute
@@ -42,6 +43,7 @@ from ._driver import FaceErrors, TLSDriver
 from ._engine import TLSEngine, is_ragged_eof
 from ._log import describe_handshake_error
 from ._misuse import check_server_context, side_error
+from ._session import SessionAttribute, SessionCache, SessionKeeper
 from ._sni import (
     ALERT_SEND_TIMEOUT,
     FilePath,
@@ -99,11 +101,22 @@ class TLSStream(ByteStream):
         ssl_context: ssl.SSLContext | None = None,
         standard_compatible: bool = True,
         verify_peer: VerifyPeer | None = None,
+        session: ssl.SSLSession | None = None,
+        session_cache: SessionCache | None = None,
     ) -> None:
-        """Prepare TLS over *transport_stream*; no handshake yet (see :meth:`wrap`)."""
+        """Prepare TLS over *transport_stream*; no handshake yet (see :meth:`wrap`).
+
+        Takes the same arguments as :meth:`wrap` and raises what it raises before
+        the handshake.
+        """
         if server_side is None:
             server_side = not hostname
         if ssl_context is None:
+            if session_cache is not None:
+                raise ValueError(
+                    "session_cache needs ssl_context: sessions resume only with the "
+                    "context that made them, and the default one is new per stream"
+                )
             ssl_context = default_context(server_side=server_side)
         elif not isinstance(ssl_context, ssl.SSLContext):
             raise TypeError(
@@ -112,11 +125,23 @@ class TLSStream(ByteStream):
             )
         self.transport_stream = transport_stream
         self.standard_compatible = standard_compatible
+        #: hands this client's session to *session_cache* (``None`` without one)
+        self._session_keeper: SessionKeeper | None = None
+        if session_cache is not None:
+            session, self._session_keeper = _from_cache(
+                session_cache,
+                transport_stream,
+                ssl_context,
+                hostname,
+                session,
+                server_side=server_side,
+            )
         try:
             engine = TLSEngine(
                 ssl_context,
                 server_side=server_side,
                 server_hostname=encode_hostname(hostname),
+                session=session,
             )
         except ssl.SSLError as exc:  # a context of the other side: say which, and why
             raise side_error(
@@ -145,6 +170,8 @@ class TLSStream(ByteStream):
         ssl_context: ssl.SSLContext | None = None,
         standard_compatible: bool = True,
         verify_peer: VerifyPeer | None = None,
+        session: ssl.SSLSession | None = None,
+        session_cache: SessionCache | None = None,
     ) -> TLSStream:
         """Wrap *transport_stream* in TLS and perform the handshake.
 
@@ -163,6 +190,20 @@ class TLSStream(ByteStream):
             handshake's messages are done, before any application data passes
             (e.g. :func:`anyiotls.pin_sha256`); it rejects the peer by raising
             (see ``docs/certificates.md``)
+        :param session: (client) an :class:`ssl.SSLSession` to resume, taken from
+            ``extra(SessionAttribute.session)`` of an earlier connection made with
+            the *same* context; whether the server accepted it shows as
+            ``extra(SessionAttribute.session_reused)`` (a refused session costs a
+            full handshake, never an error). The server's certificate and host name
+            are checked as in a full handshake.
+        :param session_cache: (client) a :class:`~anyiotls.SessionCache`: the
+            session to resume comes from it (unless *session* is given), keyed by
+            the context, *hostname* and the transport's remote port
+            (``SocketAttribute.remote_port``; a UNIX socket's path; else ``None``),
+            and the stream gives its new session back (see :doc:`resumption`)
+        :raises ValueError: *session* was made with another context, or this is
+            the server side; *session_cache* without *hostname*
+        :raises TypeError: *session* is not an :class:`ssl.SSLSession`
         :raises ~ssl.SSLError: if the handshake fails (its own type, such as
             :exc:`ssl.SSLCertVerificationError`); the transport is then closed.
             Also at once, before anything is sent, if *ssl_context* is for the
@@ -182,6 +223,8 @@ class TLSStream(ByteStream):
             ssl_context=ssl_context,
             standard_compatible=standard_compatible,
             verify_peer=verify_peer,
+            session=session,
+            session_cache=session_cache,
         )
         # Not ``await stream.do_handshake()``: one frame less between this task
         # and the transport at each of the handshake's waits.
@@ -255,7 +298,17 @@ class TLSStream(ByteStream):
         """
         if max_bytes < 1:
             raise ValueError("max_bytes must be a positive integer")
-        data = await self._driver.receive(max_bytes)
+        keeper = self._session_keeper
+        if keeper is None:
+            data = await self._driver.receive(max_bytes)
+        else:
+            try:
+                data = await self._driver.receive(max_bytes)
+            except BrokenResourceError:
+                keeper.failed()
+                raise
+            if keeper.waiting_for_ticket:
+                keeper.after_receive(self._ssl_object)
         if not data:
             raise EndOfStream
         return data
@@ -273,7 +326,15 @@ class TLSStream(ByteStream):
             the stream stays usable, or the stream is broken: never a partial or
             duplicated item on a usable stream.
         """
-        await self._driver.send(item)
+        keeper = self._session_keeper
+        if keeper is None:
+            await self._driver.send(item)
+            return
+        try:
+            await self._driver.send(item)
+        except BrokenResourceError:
+            keeper.failed()
+            raise
 
     async def send_eof(self) -> None:
         """Send close_notify and go on receiving until the peer closes (TLS 1.3).
@@ -308,7 +369,16 @@ class TLSStream(ByteStream):
         .. warning:: Cancelled while waiting for the peer's close_notify, it may be
             called again; the stream can no longer send.
         """
-        leftover = await self._driver.unwrap()
+        keeper = self._session_keeper
+        if keeper is None:
+            leftover = await self._driver.unwrap()
+        else:
+            try:
+                leftover = await self._driver.unwrap()
+            except BrokenResourceError:
+                keeper.failed()
+                raise
+            keeper.closed_cleanly(self._ssl_object)
         return self.transport_stream, leftover
 
     async def verify_client_post_handshake(self) -> dict[str, Any] | None:
@@ -399,21 +469,42 @@ class TLSStream(ByteStream):
         .. warning:: A peer that never answers delays this as long as the caller's
             cancel scope allows; cancelled, the transport is closed forcefully.
         """
+        driver = self._driver
+        keeper = self._session_keeper
+        usable = driver.is_usable and driver.handshake_done
         try:
             if self.standard_compatible:
-                await self._driver.close_gracefully()
+                await driver.close_gracefully()
             else:
-                self._driver.mark_closed()
+                driver.mark_closed()
         except BaseException:
-            self._driver.mark_closed()
+            driver.mark_closed()
+            if keeper is not None:
+                keeper.failed()
             await aclose_forcefully(self.transport_stream)
             raise
+        if keeper is not None:
+            engine = driver.engine
+            error = engine.error
+            # Clean: a stream that never broke, and our close_notify left (a ragged
+            # EOF while waiting for the peer's means it did). OpenSSL keeps a
+            # session once this side sent close_notify, and many servers close
+            # without answering it; without ours it marks the session dead.
+            if (
+                usable
+                and self.standard_compatible
+                and ((engine.peer_closed and error is None) or is_ragged_eof(error))
+            ):
+                keeper.closed_cleanly(self._ssl_object)
+            else:
+                keeper.failed()
         await self.transport_stream.aclose()
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         """The transport's attributes, every :class:`TLSAttribute` and every
-        :class:`~anyiotls.CertificateAttribute`.
+        :class:`~anyiotls.CertificateAttribute` and
+        :class:`~anyiotls.SessionAttribute`.
 
         ``TLSAttribute.channel_binding_tls_unique`` raises
         :exc:`~anyiotls.ChannelBindingError` on a TLS 1.3 connection (RFC 9266).
@@ -437,6 +528,8 @@ class TLSStream(ByteStream):
             TLSAttribute.ssl_object: lambda: sslobj,
             TLSAttribute.tls_version: sslobj.version,
             **certificate_attributes(sslobj),
+            SessionAttribute.session: lambda: sslobj.session,
+            SessionAttribute.session_reused: lambda: sslobj.session_reused,
         }
 
 
@@ -494,6 +587,34 @@ async def _refuse(stream: AnyByteStream, exc: BaseException) -> None:
     if alert is not None:
         with move_on_after(ALERT_SEND_TIMEOUT), suppress(Exception):
             await stream.send(alert)
+
+
+def _from_cache(
+    cache: SessionCache,
+    transport_stream: AnyByteStream,
+    ssl_context: ssl.SSLContext,
+    hostname: str | None,
+    session: ssl.SSLSession | None,
+    *,
+    server_side: bool,
+) -> tuple[ssl.SSLSession | None, SessionKeeper]:
+    """The session to offer (*session*, else the cache's) and the stream's keeper."""
+    if not isinstance(cache, SessionCache):
+        raise TypeError(
+            "session_cache must be an anyiotls.SessionCache, not "
+            f"{type(cache).__name__}"
+        )
+    if server_side:
+        raise ValueError("session_cache is for clients: a server resumes by itself")
+    if not hostname:
+        raise ValueError("session_cache needs hostname (sessions are kept per host)")
+    port: int | str | None = transport_stream.extra(SocketAttribute.remote_port, None)
+    if port is None:  # a UNIX socket: its path; a memory stream: no port
+        address = transport_stream.extra(SocketAttribute.remote_address, None)
+        port = address if isinstance(address, str) else None
+    if session is None:
+        session = cache.get(ssl_context, hostname, port)
+    return session, SessionKeeper(cache, ssl_context, hostname, port, session)
 
 
 class TLSListener(Listener[TLSStream]):
@@ -718,6 +839,10 @@ class TLSConnectable(_ConnectableBase):
     :param ssl_context: the context (default: a secure client context)
     :param standard_compatible: passed to :meth:`TLSStream.wrap`
     :param verify_peer: passed to :meth:`TLSStream.wrap`
+    :param session_cache: a :class:`~anyiotls.SessionCache` to resume sessions
+        from and give new ones to (see :doc:`resumption`); default ``None``: every
+        connection does a full handshake, as with AnyIO
+    :raises ValueError: *session_cache* without *hostname*
     """
 
     def __init__(
@@ -728,6 +853,7 @@ class TLSConnectable(_ConnectableBase):
         ssl_context: ssl.SSLContext | None = None,
         standard_compatible: bool = True,
         verify_peer: VerifyPeer | None = None,
+        session_cache: SessionCache | None = None,
     ) -> None:
         """See the class docstring."""
         self.connectable = connectable
@@ -739,9 +865,20 @@ class TLSConnectable(_ConnectableBase):
                 "ssl_context must be an ssl.SSLContext, not "
                 f"{type(self.ssl_context).__name__}"
             )
+        if session_cache is not None:
+            if not isinstance(session_cache, SessionCache):
+                raise TypeError(
+                    "session_cache must be an anyiotls.SessionCache, not "
+                    f"{type(session_cache).__name__}"
+                )
+            if not hostname:
+                raise ValueError(
+                    "session_cache needs hostname (sessions are kept per host)"
+                )
         self.hostname = hostname
         self.standard_compatible = standard_compatible
         self.verify_peer = verify_peer
+        self.session_cache = session_cache
 
     async def connect(self) -> TLSStream:
         """Connect, then handshake; the connection is closed if the handshake fails."""
@@ -753,6 +890,7 @@ class TLSConnectable(_ConnectableBase):
                 ssl_context=self.ssl_context,
                 standard_compatible=self.standard_compatible,
                 verify_peer=self.verify_peer,
+                session_cache=self.session_cache,
             )
         except BaseException:
             await aclose_forcefully(stream)

@@ -90,10 +90,18 @@ leaves behind is decided in ``_driver.py``, whose header lists each await point.
 
 from __future__ import annotations
 
-__all__ = ("NEED_DATA", "TLSEngine", "is_ragged_eof")
+__all__ = (
+    "NEED_DATA",
+    "TLSEngine",
+    "check_session",
+    "is_ragged_eof",
+    "session_error",
+)
 
 import ssl
 from typing import Final
+
+from ._session import certificate_covers
 
 #: Returned by a step that needs more bytes from the peer before it can finish.
 NEED_DATA: Final = None
@@ -115,6 +123,26 @@ def is_ragged_eof(exc: BaseException | None) -> bool:
     )
 
 
+def check_session(session: object, *, server_side: bool) -> None:
+    """Refuse a *session* that ``wrap_bio()`` would refuse less clearly."""
+    if not isinstance(session, ssl.SSLSession):
+        raise TypeError(
+            f"session must be an ssl.SSLSession, not {type(session).__name__}"
+        )
+    if server_side:
+        raise ValueError("session= is for clients: a server cannot offer a session")
+
+
+def session_error(exc: ValueError) -> ValueError:
+    """A clear :exc:`ValueError` for the one ``wrap_bio()``/assignment raised."""
+    if "different SSLContext" in str(exc):
+        return ValueError(
+            "this session was made with another SSLContext: a session can only be "
+            "resumed with the SSLContext object of the connection that made it"
+        )
+    return ValueError(f"cannot resume this session: {exc}")
+
+
 class TLSEngine:
     """An :class:`ssl.SSLObject` and its two memory BIOs, driven one step at a time.
 
@@ -129,6 +157,7 @@ class TLSEngine:
         "_incoming",
         "_outgoing",
         "_peer_closed",
+        "_resumed_host",
         "_staged",
         "_tickets_after_auth",
         "client_auth_configured",
@@ -143,6 +172,7 @@ class TLSEngine:
         *,
         server_side: bool,
         server_hostname: str | bytes | None,
+        session: ssl.SSLSession | None = None,
     ) -> None:
         if not server_side and server_hostname is None and ssl_context.check_hostname:
             # Python's own sockets refuse this; wrap_bio() would check no name at all.
@@ -153,13 +183,28 @@ class TLSEngine:
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         #: the SSLObject; public so the faces can expose it as an attribute
-        self.ssl_object: ssl.SSLObject = ssl_context.wrap_bio(
-            self._incoming,
-            self._outgoing,
-            server_side=server_side,
-            server_hostname=server_hostname,
-        )
+        if session is not None:
+            check_session(session, server_side=server_side)
+        try:
+            self.ssl_object: ssl.SSLObject = ssl_context.wrap_bio(
+                self._incoming,
+                self._outgoing,
+                server_side=server_side,
+                server_hostname=server_hostname,
+                session=session,
+            )
+        except ValueError as exc:
+            if session is None:
+                raise
+            raise session_error(exc) from exc
         self._error: ssl.SSLError | None = None
+        #: the host name a resumed session must be valid for: OpenSSL resumes a
+        #: session offered to another host without checking the name again
+        self._resumed_host = (
+            server_hostname
+            if not server_side and server_hostname and ssl_context.check_hostname
+            else None
+        )
         #: ``True`` between sending a post-handshake CertificateRequest and processing
         #: the client's answer
         self.client_auth_pending = False
@@ -263,6 +308,11 @@ class TLSEngine:
         return True
 
     @property
+    def peer_closed(self) -> bool:
+        """``True`` once the peer's close_notify was read (or our unwrap finished)."""
+        return self._peer_closed
+
+    @property
     def error(self) -> ssl.SSLError | None:
         """The first fatal TLS error, if one happened."""
         return self._error
@@ -288,7 +338,27 @@ class TLSEngine:
             return self.do_handshake() if self._feed() else NEED_DATA
         except ssl.SSLError as exc:
             raise self.fail(exc) from None
+        if self._resumed_host is not None and self.ssl_object.session_reused:
+            self._check_resumed_host(self._resumed_host)
         return True
+
+    def _check_resumed_host(self, hostname: str | bytes) -> None:
+        """Fail the handshake if the resumed session's certificate does not name
+        *hostname* (a session from another host, given as ``session=``)."""
+        name = hostname.decode("ascii") if isinstance(hostname, bytes) else hostname
+        if certificate_covers(self.ssl_object.getpeercert(), name):
+            return
+        exc = ssl.SSLCertVerificationError(
+            1,
+            f"the resumed session's certificate is not valid for {name!r}: the "
+            "session was made for another host",
+        )
+        exc.verify_code = 62  # X509_V_ERR_HOSTNAME_MISMATCH
+        exc.verify_message = (
+            f"Hostname mismatch, certificate is not valid for {name!r} "
+            "(resumed session)"
+        )
+        raise self.fail(exc)
 
     def read(self, max_bytes: int) -> bytes | None:
         """Decrypt up to *max_bytes*: data, ``b""`` at close_notify, or NEED_DATA.

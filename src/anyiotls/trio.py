@@ -41,9 +41,10 @@ from ._certs import get_channel_binding, make_verify_step, peer_chain
 from ._clienthello import ClientHello, ClientHelloError
 from ._context import default_context, encode_hostname
 from ._driver import FaceErrors, TLSDriver
-from ._engine import TLSEngine, is_ragged_eof
+from ._engine import TLSEngine, is_ragged_eof, session_error
 from ._locks import ConflictDetector
 from ._misuse import check_server_context, side_error
+from ._session import SessionCache, SessionKeeper
 from ._sni import (
     ALERT_SEND_TIMEOUT,
     FilePath,
@@ -125,6 +126,13 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
         :exc:`anyiotls.PeerVerificationError` (whose ``__cause__`` is the hook's
         exception). Cancelled, it breaks the stream as a cancelled handshake does.
 
+    :param session_cache: (clients; not in trio) a :class:`anyiotls.SessionCache`:
+        the session to resume comes from it, keyed by the context,
+        *server_hostname* and the transport's peer port (``socket.getpeername()``
+        of a :class:`trio.SocketStream`; else ``None``), and the stream gives its
+        new session back after its first receive or when :meth:`aclose` or
+        :meth:`unwrap` sent close_notify (see ``docs/resumption.md``)
+
     :var transport_stream: the wrapped stream (``None`` after :meth:`unwrap`)
 
     TLS errors (a failed handshake, a bad record, a truncated connection) raise
@@ -158,6 +166,7 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
         server_side: bool = False,
         https_compatible: bool = False,
         verify_peer: VerifyPeer | None = None,
+        session_cache: SessionCache | None = None,
     ) -> None:
         """See the class docstring."""
         if not isinstance(ssl_context, ssl.SSLContext):
@@ -169,9 +178,22 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
             server_hostname = encode_hostname(server_hostname)
         self.transport_stream: T_Stream = transport_stream
         self._https_compatible = https_compatible
+        session = None
+        self._session_keeper: SessionKeeper | None = None
+        if session_cache is not None:
+            session, self._session_keeper = _from_cache(
+                session_cache,
+                transport_stream,
+                ssl_context,
+                server_hostname,
+                server_side=server_side,
+            )
         try:
             engine = TLSEngine(
-                ssl_context, server_side=server_side, server_hostname=server_hostname
+                ssl_context,
+                server_side=server_side,
+                server_hostname=server_hostname,
+                session=session,
             )
         except ssl.SSLError as exc:  # a context of the other side: say which, and why
             raise side_error(
@@ -311,9 +333,12 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
             max_bytes = operator.index(max_bytes)
             if max_bytes < 1:
                 raise ValueError("max_bytes must be >= 1")
+        keeper = self._session_keeper
         try:
-            return await self._driver.receive(max_bytes)
+            data = await self._driver.receive(max_bytes)
         except trio.BrokenResourceError as exc:
+            if keeper is not None:
+                keeper.failed()
             # HTTPS peers may close before the handshake ends: a clean EOF too.
             if (
                 self._https_compatible
@@ -323,6 +348,9 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
                 await trio.lowlevel.checkpoint()
                 return b""
             raise
+        if keeper is not None and keeper.waiting_for_ticket:
+            keeper.after_receive(self._ssl_object)
+        return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt *data* and send it.
@@ -339,7 +367,15 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
             raises :exc:`trio.BrokenResourceError`): never a partial or duplicated
             *data* on a usable stream.
         """
-        await self._driver.send(data)
+        keeper = self._session_keeper
+        if keeper is None:
+            await self._driver.send(data)
+            return
+        try:
+            await self._driver.send(data)
+        except trio.BrokenResourceError:
+            keeper.failed()
+            raise
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the transport can probably take more data (trio's semantics).
@@ -373,7 +409,15 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
         .. warning:: Cancelled while waiting for the peer's close_notify, it may be
             called again; the stream can no longer send.
         """
-        trailing = await self._driver.unwrap_exclusive()
+        keeper = self._session_keeper
+        try:
+            trailing = await self._driver.unwrap_exclusive()
+        except trio.BrokenResourceError:
+            if keeper is not None:
+                keeper.failed()
+            raise
+        if keeper is not None:
+            keeper.closed_cleanly(self._ssl_object)
         transport_stream = self.transport_stream
         # As trio does: nothing may use the transport through this object any more.
         self.transport_stream = None  # type: ignore[assignment]
@@ -395,10 +439,13 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
         """
         driver = self._driver
         transport_stream = self.transport_stream
+        keeper = self._session_keeper
         if driver.is_closed:
             await trio.lowlevel.checkpoint()
             return
         if self._https_compatible or not driver.is_usable:
+            if keeper is not None:
+                keeper.failed()  # no close_notify: OpenSSL drops the session
             driver.mark_closed()
             await transport_stream.aclose()
             return
@@ -406,9 +453,18 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
             await driver.handshake()
             await driver.send_close_notify()
         except BaseException:
+            if keeper is not None:
+                keeper.failed()
             driver.mark_closed()
             await trio.aclose_forcefully(transport_stream)
             raise
+        if keeper is not None:
+            # Still usable: close_notify was handed to the transport (a failed
+            # send breaks the stream).
+            if driver.is_usable and driver.engine.error is None:
+                keeper.closed_cleanly(self._ssl_object)
+            else:
+                keeper.failed()
         driver.mark_closed()
         await transport_stream.aclose()
 
@@ -500,7 +556,17 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
 
     @session.setter
     def session(self, value: ssl.SSLSession | None) -> None:
-        self._ssl_object.session = value
+        """Offer *value* for resumption; set it before the handshake (client side).
+
+        :raises ValueError: *value* was made with another SSLContext (a clear
+            message instead of CPython's), the handshake is done, or this is the
+            server side
+        :raises TypeError: *value* is not an :class:`ssl.SSLSession`
+        """
+        try:
+            self._ssl_object.session = value
+        except ValueError as exc:
+            raise session_error(exc) from exc
 
     @property
     def session_reused(self) -> bool:
@@ -619,6 +685,35 @@ class HalfCloseableSSLStream(SSLStream[T_Stream], trio.abc.HalfCloseableStream):
             is broken if it was being sent.
         """
         await self._driver.send_eof()
+
+
+def _from_cache(
+    cache: SessionCache,
+    transport_stream: trio.abc.Stream,
+    ssl_context: ssl.SSLContext,
+    server_hostname: bytes | None,
+    *,
+    server_side: bool,
+) -> tuple[ssl.SSLSession | None, SessionKeeper]:
+    """The cached session to offer and the stream's keeper."""
+    if not isinstance(cache, SessionCache):
+        raise TypeError(
+            "session_cache must be an anyiotls.SessionCache, not "
+            f"{type(cache).__name__}"
+        )
+    if server_side:
+        raise ValueError("session_cache is for clients: a server resumes by itself")
+    if not server_hostname:
+        raise ValueError("session_cache needs server_hostname (kept per host)")
+    hostname = server_hostname.decode("ascii")
+    port: int | str | None = None
+    sock = getattr(transport_stream, "socket", None)
+    if isinstance(sock, trio.socket.SocketType):
+        with suppress(OSError):
+            peer = sock.getpeername()
+            port = peer[1] if isinstance(peer, tuple) else str(peer)
+    session = cache.get(ssl_context, hostname, port)
+    return session, SessionKeeper(cache, ssl_context, hostname, port, session)
 
 
 class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):

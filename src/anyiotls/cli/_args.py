@@ -59,6 +59,16 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _reconnect_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be 1-1000: {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -227,6 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         metavar="SECONDS",
         help="limit for connecting, STARTTLS and the handshake (default: 10)",
+    )
+    connect.add_argument(
+        "--reconnect",
+        type=_reconnect_count,
+        default=0,
+        metavar="N",
+        help="after the first connection, connect N more times offering its TLS "
+        "session and report whether each one was resumed (as openssl s_client "
+        "-reconnect); implies --no-interactive",
     )
     _add_backend(connect)
 

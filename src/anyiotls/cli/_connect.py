@@ -22,7 +22,14 @@ from typing import Any, TextIO
 import anyio
 from anyio.streams.tls import TLSAttribute
 
-from .. import CertificateAttribute, ChannelBindingError, TLSStream, spki_sha256
+from .. import (
+    CertificateAttribute,
+    ChannelBindingError,
+    SessionAttribute,
+    SessionCache,
+    TLSStream,
+    spki_sha256,
+)
 from .._engine import is_ragged_eof
 from ._args import parse_address, parse_alpn
 from ._exit import CLIError, ExitCode, find_cli_error, leaves
@@ -232,9 +239,16 @@ async def _starttls(
 
 
 async def _open(
-    args: argparse.Namespace, host: str, port: int, context: ssl.SSLContext
+    args: argparse.Namespace,
+    host: str,
+    port: int,
+    context: ssl.SSLContext,
+    session_cache: SessionCache | None = None,
 ) -> tuple[TLSStream, bytes, dict[str, Any]]:
-    """Connect and handshake: (stream, leftover plaintext, report)."""
+    """Connect and handshake: (stream, leftover plaintext, report).
+
+    With *session_cache*, a session kept from an earlier connection is offered.
+    """
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     servername: str = args.servername or host
     try:
@@ -261,7 +275,10 @@ async def _open(
                 )
             else:
                 stream = await TLSStream.wrap(
-                    transport, hostname=servername, ssl_context=context
+                    transport,
+                    hostname=servername,
+                    ssl_context=context,
+                    session_cache=session_cache,
                 )
     except TimeoutError:
         await anyio.aclose_forcefully(transport)
@@ -336,6 +353,7 @@ def _report(
         "tls_server_end_point": end_point,
         "tls_server_end_point_error": end_point_error,
         "handshake_ms": round(elapsed * 1000, 1),
+        "resumed": stream.extra(SessionAttribute.session_reused),
     }
 
 
@@ -375,6 +393,12 @@ def _print_report(out: TextIO, report: dict[str, Any]) -> None:
         ("protocol", report["version"]),
         ("cipher", f"{report['cipher']} ({report['cipher_bits']}-bit key)"),
         ("ALPN", report["alpn"] or "none negotiated"),
+        (
+            "session",
+            "resumed (abbreviated handshake)"
+            if report["resumed"]
+            else "new (full handshake)",
+        ),
     ]
     if report["verified"]:
         rows.append(
@@ -489,11 +513,67 @@ async def _check_refusal(stream: TLSStream) -> str:
     return f"no refusal from the server within {REFUSAL_CHECK_TIMEOUT:g} s"
 
 
+async def _reconnect(
+    args: argparse.Namespace,
+    host: str,
+    port: int,
+    context: ssl.SSLContext,
+    cache: SessionCache,
+    first: TLSStream,
+) -> list[dict[str, Any]]:
+    """``--reconnect N``: close *first*, then connect N times offering the session.
+
+    The cache takes a session once its ticket arrived or at a clean close (the
+    close reads the server's tickets and close_notify), never from a connection
+    the server cut without close_notify: then the next connection is a full one.
+    """
+    with anyio.move_on_after(CLOSE_TIMEOUT):
+        await first.aclose()
+    results = []
+    for number in range(1, args.reconnect + 1):
+        offered = len(cache) > 0
+        stream, _, report = await _open(args, host, port, context, cache)
+        with anyio.move_on_after(CLOSE_TIMEOUT):
+            await stream.aclose()
+        results.append(
+            {
+                "reconnect": number,
+                "offered_session": offered,
+                "resumed": report["resumed"],
+                "version": report["version"],
+                "handshake_ms": report["handshake_ms"],
+            }
+        )
+        if not args.json:
+            print(_reconnect_line(results[-1]), flush=True)
+    return results
+
+
+def _reconnect_line(result: dict[str, Any]) -> str:
+    if result["resumed"]:
+        verdict = "resumed yes"
+    elif result["offered_session"]:
+        verdict = "resumed no (the server refused the session: full handshake)"
+    else:
+        verdict = (
+            "resumed no (no session to offer: the server sent no ticket or "
+            "session id, or did not close with close_notify)"
+        )
+    return (
+        f"reconnect {result['reconnect']}: {verdict}; {result['version']}, "
+        f"handshake {result['handshake_ms']} ms"
+    )
+
+
 async def _session(
     args: argparse.Namespace, host: str, port: int, context: ssl.SSLContext
 ) -> None:
-    stream, leftover, report = await _open(args, host, port, context)
-    interactive = not (args.no_interactive or args.json)
+    # One cache for --reconnect: sessions for this host, port and context only.
+    cache = SessionCache(maxsize=1)
+    stream, leftover, report = await _open(
+        args, host, port, context, cache if args.reconnect else None
+    )
+    interactive = not (args.no_interactive or args.json or args.reconnect)
     try:
         if interactive or args.starttls or report["version"] != "TLSv1.3":
             report["client_auth_check"] = None  # not needed, or seen as it comes
@@ -501,9 +581,15 @@ async def _session(
             report["client_auth_check"] = await _check_refusal(stream)
         if args.json:
             del report["starttls_note"]
+            if args.reconnect:
+                report["reconnects"] = await _reconnect(
+                    args, host, port, context, cache, stream
+                )
             print(json.dumps(report, indent=2), flush=True)
         else:
             _print_report(sys.stderr if interactive else sys.stdout, report)
+            if args.reconnect:
+                await _reconnect(args, host, port, context, cache, stream)
         if interactive:
             crlf = args.crlf or bool(args.starttls)
             await _interactive(stream, leftover, crlf, args.linger)
@@ -533,6 +619,10 @@ def run_connect(args: argparse.Namespace) -> int:
     """Run ``anyiotls connect``; with ``--json``, failures are JSON on stdout too."""
     try:
         host, port = parse_address(args.address)
+        if args.reconnect and args.starttls:
+            raise CLIError(
+                ExitCode.USAGE, "--reconnect does not work with --starttls yet"
+            )
         context = build_context(args)
         if args.insecure:
             _warn(
