@@ -540,3 +540,35 @@ async def test_trio_listener_makes_half_closeable_streams_on_request(
         assert stream.server_side
         await trio.aclose_forcefully(stream)  # no peer to handshake with
         await tls_listener.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_tcp_helper_resumes_from_a_session_cache(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    from anyiotls import SessionCache
+
+    async def hello(stream: SSLStream[trio.SocketStream]) -> None:
+        await stream.send_all(b"hello")  # a TLS 1.3 server's tickets leave with it
+        await stream.aclose()
+
+    cache = SessionCache()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                serve_ssl_over_tcp, hello, 0, server_context
+            )
+            port = listeners[0].transport_listener.socket.getsockname()[1]
+            with pytest.raises(ValueError, match="explicit ssl_context"):
+                await open_ssl_over_tcp_stream("127.0.0.1", port, session_cache=cache)
+            reused = []
+            for _ in range(2):
+                client = await open_ssl_over_tcp_stream(
+                    "127.0.0.1", port, ssl_context=client_context, session_cache=cache
+                )
+                assert await client.receive_some() == b"hello"
+                reused.append(client.session_reused)
+                assert await client.receive_some() == b""
+                await client.aclose()
+            assert reused == [False, True]
+            nursery.cancel_scope.cancel()

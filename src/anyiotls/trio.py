@@ -878,6 +878,7 @@ async def open_ssl_over_tcp_stream(
     https_compatible: bool = False,
     ssl_context: ssl.SSLContext | None = None,
     happy_eyeballs_delay: float | None = DEFAULT_HAPPY_EYEBALLS_DELAY,
+    session_cache: SessionCache | None = None,
 ) -> SSLStream[trio.SocketStream]:
     """Connect over TCP and wrap the connection: ``trio.open_ssl_over_tcp_stream``.
 
@@ -887,17 +888,26 @@ async def open_ssl_over_tcp_stream(
 
     :param ssl_context: default: :func:`ssl.create_default_context`, with
         ``OP_IGNORE_UNEXPECTED_EOF`` cleared (as trio does)
+    :param session_cache: not in trio: passed to :class:`SSLStream` (resumes a
+        cached session for this host and port; needs an explicit *ssl_context*,
+        see :doc:`resumption`)
     """
+    if ssl_context is None:
+        if session_cache is not None:
+            raise ValueError(
+                "session_cache needs an explicit ssl_context: sessions are kept per "
+                "context, and the default one is new for every connection"
+            )
+        ssl_context = default_context(server_side=False)
     tcp_stream = await trio.open_tcp_stream(
         host, port, happy_eyeballs_delay=happy_eyeballs_delay
     )
-    if ssl_context is None:
-        ssl_context = default_context(server_side=False)
     return SSLStream(
         tcp_stream,
         ssl_context,
         server_hostname=host,
         https_compatible=https_compatible,
+        session_cache=session_cache,
     )
 
 
