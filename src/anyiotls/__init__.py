@@ -11,6 +11,9 @@ __all__ = (
     "TLSConnectable",
     "TLSListener",
     "TLSStream",
+    "TCPListener",
+    "connect_tcp",
+    "create_tcp_listener",
 )
 
 from anyio.streams.tls import TLSAttribute as TLSAttribute
@@ -18,4 +21,7 @@ from anyio.streams.tls import TLSAttribute as TLSAttribute
 from ._anyio import TLSConnectable as TLSConnectable
 from ._anyio import TLSListener as TLSListener
 from ._anyio import TLSStream as TLSStream
+from ._tcp import TCPListener as TCPListener
+from ._tcp import connect_tcp as connect_tcp
+from ._tcp import create_tcp_listener as create_tcp_listener
 from ._exceptions import PostHandshakeAuthError as PostHandshakeAuthError
