@@ -7,11 +7,11 @@ from __future__ import annotations
 
 __all__ = (
     "PostHandshakeAuthError",
+    "TCPListener",
     "TLSAttribute",
     "TLSConnectable",
     "TLSListener",
     "TLSStream",
-    "TCPListener",
     "connect_tcp",
     "create_tcp_listener",
 )
@@ -21,7 +21,7 @@ from anyio.streams.tls import TLSAttribute as TLSAttribute
 from ._anyio import TLSConnectable as TLSConnectable
 from ._anyio import TLSListener as TLSListener
 from ._anyio import TLSStream as TLSStream
+from ._exceptions import PostHandshakeAuthError as PostHandshakeAuthError
 from ._tcp import TCPListener as TCPListener
 from ._tcp import connect_tcp as connect_tcp
 from ._tcp import create_tcp_listener as create_tcp_listener
-from ._exceptions import PostHandshakeAuthError as PostHandshakeAuthError

@@ -37,6 +37,7 @@ import asyncio
 import socket
 import threading
 from collections import deque
+from contextlib import suppress
 from typing import cast
 
 from anyio import (
@@ -75,8 +76,8 @@ class _Protocol(asyncio.BufferedProtocol):
 
     __slots__ = (
         "_buffer",
-        "chunks",
         "buffered",
+        "chunks",
         "eof",
         "exception",
         "lost",
@@ -264,14 +265,13 @@ class AsyncioSocketStream(SocketStream):
 
     async def send_eof(self) -> None:
         """Shut down the sending side once buffered data left; receiving goes on."""
-        try:
+        # Already closed or broken: nothing to do, as for AnyIO's socket stream.
+        with suppress(OSError, RuntimeError):
             self._transport.write_eof()
-        except (OSError, RuntimeError):
-            pass  # already closed or broken: as AnyIO's socket stream
         await asyncio.sleep(0)
 
     async def aclose(self) -> None:
-        """Close the connection; data already sent still leaves (as a socket's close)."""
+        """Close the connection; data already sent still leaves (as with a socket)."""
         if not self._closed:
             self._closed = True
             self._transport.close()
@@ -295,4 +295,4 @@ async def adopt_socket(sock: socket.socket, *, accepted: bool) -> AsyncioSocketS
     except BaseException:
         sock.close()
         raise
-    return AsyncioSocketStream(transport, protocol, loop)  # type: ignore[arg-type]
+    return AsyncioSocketStream(transport, protocol, loop)

@@ -35,16 +35,23 @@ from anyio.streams.stapled import MultiListener
 
 from ._anyio import TLSListener, TLSStream
 
+#: The families :func:`anyio.create_tcp_listener` takes.
+AnyIPAddressFamily = Literal[
+    socket.AddressFamily.AF_UNSPEC,
+    socket.AddressFamily.AF_INET,
+    socket.AddressFamily.AF_INET6,
+]
+
 if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import ExceptionGroup
+    from exceptiongroup import ExceptionGroup  # type: ignore[import-not-found]
 
 # Renamed in AnyIO 4.7; the old names still exist (deprecated) in newer releases.
-_wait_readable: Callable[[socket.socket], Any] = getattr(
-    anyio, "wait_readable", None
-) or anyio.wait_socket_readable
-_wait_writable: Callable[[socket.socket], Any] = getattr(
-    anyio, "wait_writable", None
-) or anyio.wait_socket_writable
+_wait_readable: Callable[[socket.socket], Any] = (
+    getattr(anyio, "wait_readable", None) or anyio.wait_socket_readable
+)
+_wait_writable: Callable[[socket.socket], Any] = (
+    getattr(anyio, "wait_writable", None) or anyio.wait_socket_writable
+)
 
 
 def _running_trio() -> bool:
@@ -64,9 +71,7 @@ async def _adopt(sock: socket.socket, *, accepted: bool) -> SocketStream:
     return await adopt_asyncio(sock, accepted=accepted)
 
 
-async def _connect_one(
-    family: int, sockaddr: Any, local_address: Any
-) -> socket.socket:
+async def _connect_one(family: int, sockaddr: Any, local_address: Any) -> socket.socket:
     """One connection attempt; the connected socket, or the socket closed on error."""
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -97,7 +102,7 @@ async def _target_addresses(
             remote_host, remote_port, family=family, type=socket.SOCK_STREAM
         )
     else:
-        results = socket.getaddrinfo(  # numeric: no lookup, no thread
+        results = socket.getaddrinfo(  # type: ignore[assignment]  # numeric: no lookup, no thread
             remote_host,
             remote_port,
             family,
@@ -329,7 +334,7 @@ async def create_tcp_listener(
     local_host: IPAddressType | None = ...,
     local_port: int = ...,
     ssl_context: ssl.SSLContext,
-    family: socket.AddressFamily = ...,
+    family: AnyIPAddressFamily = ...,
     backlog: int = ...,
     reuse_port: bool = ...,
     standard_compatible: bool = ...,
@@ -344,7 +349,7 @@ async def create_tcp_listener(
     local_host: IPAddressType | None = ...,
     local_port: int = ...,
     ssl_context: None = ...,
-    family: socket.AddressFamily = ...,
+    family: AnyIPAddressFamily = ...,
     backlog: int = ...,
     reuse_port: bool = ...,
     tls: Literal[False],
@@ -356,7 +361,7 @@ async def create_tcp_listener(
     local_host: IPAddressType | None = None,
     local_port: int = 0,
     ssl_context: ssl.SSLContext | None = None,
-    family: socket.AddressFamily = socket.AddressFamily.AF_UNSPEC,
+    family: AnyIPAddressFamily = socket.AddressFamily.AF_UNSPEC,
     backlog: int = 65536,
     reuse_port: bool = False,
     standard_compatible: bool = True,

@@ -14,6 +14,7 @@ from __future__ import annotations
 __all__ = ("TrioSocketStream", "adopt_socket")
 
 import socket
+from contextlib import suppress
 
 import trio
 from anyio import (
@@ -123,10 +124,8 @@ class TrioSocketStream(SocketStream):
     async def send_eof(self) -> None:
         """Shut down the sending side; receiving goes on."""
         await trio.lowlevel.checkpoint()
-        try:
+        with suppress(OSError):  # not connected any more: as AnyIO's socket stream
             self._sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # not connected any more: as AnyIO's socket stream
 
     async def aclose(self) -> None:
         """Close the socket (tasks waiting on it get ClosedResourceError)."""
