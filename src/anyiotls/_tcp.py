@@ -24,6 +24,7 @@ from typing import Any, Literal, overload
 
 import anyio
 from anyio import (
+    CancelScope,
     ClosedResourceError,
     Event,
     aclose_forcefully,
@@ -282,6 +283,8 @@ class TCPListener(SocketListener):
         """Take over the listening socket of *listener* (an AnyIO TCP listener)."""
         self._listener = listener
         self._sock: socket.socket = listener.extra(anyio.abc.SocketAttribute.raw_socket)
+        self._closed = False
+        self._accept_scope: CancelScope | None = None
 
     @property
     def _raw_socket(self) -> socket.socket:
@@ -294,15 +297,23 @@ class TCPListener(SocketListener):
         """
         sock = self._sock
         while True:
-            if sock.fileno() < 0:
+            if self._closed or sock.fileno() < 0:
+                await anyio.lowlevel.checkpoint()
                 raise ClosedResourceError
             try:
                 client, _ = sock.accept()
             except BlockingIOError:
-                await _wait_readable(sock)
+                # aclose() cancels this wait (not every backend wakes a task
+                # waiting on a socket that another task closes)
+                with CancelScope() as scope:
+                    self._accept_scope = scope
+                    try:
+                        await _wait_readable(sock)
+                    finally:
+                        self._accept_scope = None
                 continue
             except OSError as exc:
-                if sock.fileno() < 0:
+                if self._closed or sock.fileno() < 0:
                     raise ClosedResourceError from exc
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
                     continue  # the connection went away before we took it
@@ -324,7 +335,11 @@ class TCPListener(SocketListener):
                 task_group.start_soon(handler, stream)
 
     async def aclose(self) -> None:
-        """Close the listening socket."""
+        """Close the listening socket; a waiting :meth:`accept` raises
+        :exc:`~anyio.ClosedResourceError`."""
+        self._closed = True
+        if self._accept_scope is not None:
+            self._accept_scope.cancel()
         await self._listener.aclose()
 
 
