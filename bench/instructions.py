@@ -48,6 +48,7 @@ from . import scenarios
 from .impls import (
     AnyIOStreamsTLS,
     AnyIOTLS,
+    AnyIOTLSFastTCP,
     AnyIOTLSTrioFace,
     Contexts,
     Impl,
@@ -64,9 +65,19 @@ SCENARIOS: dict[str, tuple[int, int, str]] = {
 
 #: The implementations compared per backend: anyiotls's first, then its reference.
 PAIRS: dict[str, list[tuple[Impl, Impl]]] = {
-    "asyncio": [(AnyIOTLS(), AnyIOStreamsTLS())],
-    "uvloop": [(AnyIOTLS(), AnyIOStreamsTLS())],
-    "trio": [(AnyIOTLS(), AnyIOStreamsTLS()), (AnyIOTLSTrioFace(), TrioSSL())],
+    "asyncio": [
+        (AnyIOTLS(), AnyIOStreamsTLS()),
+        (AnyIOTLSFastTCP(), AnyIOStreamsTLS()),
+    ],
+    "uvloop": [
+        (AnyIOTLS(), AnyIOStreamsTLS()),
+        (AnyIOTLSFastTCP(), AnyIOStreamsTLS()),
+    ],
+    "trio": [
+        (AnyIOTLS(), AnyIOStreamsTLS()),
+        (AnyIOTLSFastTCP(), AnyIOStreamsTLS()),
+        (AnyIOTLSTrioFace(), TrioSSL()),
+    ],
 }
 
 #: Measured after the first pair in (c): AnyIO's socket stream without TLS, the floor

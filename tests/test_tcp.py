@@ -10,11 +10,14 @@ eyeballs, IPv6, listeners, STARTTLS in place).
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
 import struct
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -582,3 +585,22 @@ async def test_tls_stream_on_the_fast_transport_reports_both_attribute_sets(
                     SocketAttribute.local_port,
                 ):
                     assert stream.extra(attribute) is not None
+
+
+async def test_the_example_runs(anyio_backend: Any, tmp_path: Path) -> None:
+    """examples/tcp_echo.py (shown in docs/tcp.md) works on this backend."""
+    example = Path(__file__).parent.parent / "examples" / "tcp_echo.py"
+    source = str(Path(anyiotls.__file__).parent.parent)
+    path = os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))
+    backend = "trio" if anyio_backend == "trio" else "asyncio"
+    uvloop = ["--uvloop"] if anyio_backend != "trio" and anyio_backend[1] else []
+    with anyio.fail_after(60):
+        result = await anyio.run_process(
+            [sys.executable, str(example), "--backend", backend, *uvloop],
+            check=False,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+    output = (result.stdout + result.stderr).decode(errors="replace")
+    assert result.returncode == 0, output
+    assert "b'hello over TLS' from ('127.0.0.1'" in output
