@@ -47,7 +47,8 @@ from anyio import (
     EndOfStream,
 )
 from anyio.abc import SocketStream
-from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
+
+from ._driver import _backend_checkpoints
 
 #: Reading pauses while this many bytes (or more) wait unread in the stream.
 READ_BUFFER_LIMIT = 262144
@@ -166,6 +167,8 @@ class AsyncioSocketStream(SocketStream):
         self._transport = transport
         self._protocol = protocol
         self._loop = loop
+        # AnyIO's asyncio checkpoints, looked up once (see _driver._backend_checkpoints)
+        self._cp = _backend_checkpoints()
         self._closed = False
         self._receiving = False
         self._sending = False
@@ -233,7 +236,8 @@ class AsyncioSocketStream(SocketStream):
         self._sending = True
         protocol = self._protocol
         try:
-            await checkpoint_if_cancelled()
+            cp = self._cp
+            await cp.checkpoint_if_cancelled()
             if protocol.writing_paused and not protocol.lost:
                 await self._wait_drained()
             self._check_writable()
@@ -242,7 +246,7 @@ class AsyncioSocketStream(SocketStream):
                 await self._wait_drained()
                 self._check_writable()
             else:
-                await cancel_shielded_checkpoint()
+                await cp.cancel_shielded_checkpoint()
         finally:
             self._sending = False
 
