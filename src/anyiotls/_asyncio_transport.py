@@ -215,6 +215,12 @@ class AsyncioSocketStream(SocketStream):
             if len(chunk) > max_bytes:
                 chunks[0] = chunk[max_bytes:]
                 chunk = chunk[:max_bytes]
+            elif len(chunks) == 1 or protocol.buffered <= max_bytes:
+                # One chunk: no copy. Or all of them fit: one join, and one
+                # receive instead of one per socket read (reading stays on, so
+                # a bulk transfer arrives in many reads).
+                chunk = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
             else:
                 chunks.popleft()
             protocol.buffered -= len(chunk)
