@@ -149,11 +149,20 @@ async def test_ipv6_and_one_listener_on_several_addresses(
 ) -> None:
     with anyio.fail_after(10):
         # no local_host: every interface, IPv4 and IPv6, one listener
-        async with tls_server(server_context) as (_, port):
+        async with tls_server(server_context) as (listener, _):
+            # One dual-stack socket (newer AnyIO) or one socket per family (AnyIO
+            # 4.0, which may give each its own ephemeral port): as anyio's listener.
+            ports = {
+                inner.extra(SocketAttribute.family): inner.extra(
+                    SocketAttribute.local_port
+                )
+                for inner in listener.listener.listeners  # type: ignore[attr-defined]
+            }
             for host, family in (
                 ("::1", socket.AF_INET6),
                 ("127.0.0.1", socket.AF_INET),
             ):
+                port = ports.get(family, ports.get(socket.AF_INET6))
                 async with await anyiotls.connect_tcp(
                     host, port, ssl_context=client_context, tls_hostname="localhost"
                 ) as stream:

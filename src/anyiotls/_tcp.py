@@ -57,7 +57,16 @@ _wait_writable: Callable[[socket.socket], Any] = (
 
 def _running_trio() -> bool:
     trio = sys.modules.get("trio")  # only a Trio program has imported trio
-    return trio is not None and bool(trio.lowlevel.in_trio_run())
+    if trio is None:
+        return False
+    in_trio_run = getattr(trio.lowlevel, "in_trio_run", None)  # trio >= 0.26
+    if in_trio_run is not None:
+        return bool(in_trio_run())
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
 
 
 async def _adopt(sock: socket.socket, *, accepted: bool) -> SocketStream:
