@@ -108,7 +108,9 @@ GUARD = {"c": 1.10, "d": 1.02}
 #: ``--check`` for ``anyiotls.connect_tcp`` (the own TCP transport), also as a
 #: multiple of AnyIO's ``TLSStream`` over ``anyio.connect_tcp``: (c) must stay
 #: clearly cheaper (measured 0.77 on asyncio, 0.85 on Trio), (d) no dearer (1.00).
-GUARD_TCP = {"c": 0.90, "d": 1.02}
+#: ``"c:uvloop"``: a backend's own limit; on uvloop, where pausing and resuming
+#: reading are cheap C calls, (c) counts the same instructions (1.00).
+GUARD_TCP = {"c": 0.90, "c:uvloop": 1.05, "d": 1.02}
 
 #: The guarded implementation, per guard.
 GUARDS = {"anyiotls": GUARD, "anyiotls.tcp": GUARD_TCP}
@@ -298,12 +300,11 @@ def check_guard(
     lines = []
     passed = True
     for backend, scenario, ratio in checks:
-        ok = ratio <= guard[scenario]
+        limit = guard.get(f"{scenario}:{backend}", guard[scenario])
+        ok = ratio <= limit
         passed &= ok
         verdict = "ok" if ok else "REGRESSION"
-        lines.append(
-            f"  ({scenario}) {backend}: {ratio:.3f} <= {guard[scenario]}: {verdict}"
-        )
+        lines.append(f"  ({scenario}) {backend}: {ratio:.3f} <= {limit}: {verdict}")
     return lines, passed
 
 

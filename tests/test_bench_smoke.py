@@ -331,6 +331,11 @@ def test_instruction_guard_of_the_own_tcp_transport_uses_its_own_limits() -> Non
     assert lines[0].endswith(": REGRESSION")
     lines, passed = instructions.check_guard([("asyncio", "c", guard["c"])], guard)
     assert passed
+    # uvloop has its own (c) limit: parity there passes, on asyncio it does not
+    lines, passed = instructions.check_guard([("uvloop", "c", 1.0)], guard)
+    assert passed
+    lines, passed = instructions.check_guard([("asyncio", "c", 1.0)], guard)
+    assert not passed
     # the new path is measured against AnyIO's TLSStream in every backend's table
     for backend, pairs in instructions.PAIRS.items():
         assert any(
