@@ -68,14 +68,31 @@ LABELS = {
 
 #: (numerator, denominator) of the ratio columns, per backend.
 RATIOS = {
-    "asyncio": [("anyiotls", "anyio"), ("anyiotls", "asyncio")],
-    "uvloop": [("anyiotls", "anyio"), ("anyiotls", "asyncio")],
-    "trio": [("anyiotls", "anyio"), ("anyiotls", "trio"), ("anyiotls.trio", "trio")],
+    "asyncio": [
+        ("anyiotls", "anyio"),
+        ("anyiotls", "asyncio"),
+        ("anyiotls.tcp", "anyio"),
+        ("anyiotls.tcp", "asyncio"),
+    ],
+    "uvloop": [
+        ("anyiotls", "anyio"),
+        ("anyiotls", "asyncio"),
+        ("anyiotls.tcp", "anyio"),
+        ("anyiotls.tcp", "asyncio"),
+    ],
+    "trio": [
+        ("anyiotls", "anyio"),
+        ("anyiotls", "trio"),
+        ("anyiotls.trio", "trio"),
+        ("anyiotls.tcp", "anyio"),
+        ("anyiotls.tcp", "trio"),
+    ],
 }
 
 COLUMN_NAMES = {
     "anyiotls": "anyiotls.TLSStream",
     "anyiotls.trio": "anyiotls.trio.SSLStream",
+    "anyiotls.tcp": "anyiotls.connect_tcp",
     "anyio": "anyio TLSStream",
     "trio": "trio.SSLStream",
     "asyncio": "asyncio native",
@@ -267,6 +284,18 @@ TARGETS = [
     ("d", "anyiotls", "anyio", BACKENDS, 1.0, True),
     ("e_rss", "anyiotls", "anyio", BACKENDS, 1.0, False),
     ("e_tm", "anyiotls", "anyio", BACKENDS, 1.0, False),
+    # issue 14: anyiotls.connect_tcp / create_tcp_listener (the own TCP transport)
+    ("a", "anyiotls.tcp", "anyio", ("asyncio",), 1.5, True),
+    ("b", "anyiotls.tcp", "anyio", ("asyncio",), 1.3, True),
+    ("c", "anyiotls.tcp", "anyio", ("asyncio",), 1.5, True),
+    ("d", "anyiotls.tcp", "anyio", ("asyncio",), 1.0, True),
+    ("a", "anyiotls.tcp", "asyncio", ("asyncio",), 1.0, True),
+    ("c", "anyiotls.tcp", "asyncio", ("asyncio",), 1.0, True),
+    ("a", "anyiotls.tcp", "anyio", ("uvloop",), 1.3, True),
+    ("c", "anyiotls.tcp", "anyio", ("uvloop",), 1.1, True),
+    ("b", "anyiotls.tcp", "anyio", ("trio",), 1.15, True),
+    ("c", "anyiotls.tcp", "anyio", ("trio",), 1.2, True),
+    ("e_rss", "anyiotls.tcp", "anyio", BACKENDS, 1.0, False),
 ]
 
 

@@ -149,6 +149,49 @@ class AnyIOStreamsTLS(_AnyIOStyle):
         return TLSStream
 
 
+class AnyIOTLSFastTCP(Impl):
+    """``anyiotls.connect_tcp``/``create_tcp_listener``: TLS on anyiotls's own TCP
+    transport (asyncio ``BufferedProtocol``; Trio's socket with ``trio.lowlevel``
+    waits). The server side accepts from the plaintext listener and wraps, as
+    ``TLSListener.serve`` does."""
+
+    name = "anyiotls.tcp"
+
+    async def server(self, contexts: Contexts) -> Server:
+        import anyiotls
+
+        multi = await anyiotls.create_tcp_listener(
+            local_host=HOST, local_port=0, tls=False
+        )
+        listener = multi.listeners[0]
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+
+        def end(stream: Any) -> End:
+            return End(
+                stream.send,
+                stream.receive,
+                lambda: anyio.aclose_forcefully(stream),
+                stream,
+            )
+
+        async def connect() -> End:
+            return end(
+                await anyiotls.connect_tcp(
+                    HOST, port, ssl_context=contexts.client, tls_hostname=HOSTNAME
+                )
+            )
+
+        async def accept() -> End:
+            sock = await listener.accept()
+            return end(
+                await anyiotls.TLSStream.wrap(
+                    sock, server_side=True, ssl_context=contexts.server
+                )
+            )
+
+        return Server(connect, accept, multi.aclose)
+
+
 class PlainTCP(Impl):
     """AnyIO socket streams without TLS: what the transport alone can carry."""
 
@@ -295,6 +338,7 @@ class AsyncioNative(Impl):
 
 ALL_IMPLS: tuple[Impl, ...] = (
     AnyIOTLS(),
+    AnyIOTLSFastTCP(),
     AnyIOStreamsTLS(),
     AnyIOTLSTrioFace(),
     TrioSSL(),

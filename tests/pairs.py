@@ -12,7 +12,16 @@ import anyio
 from anyio.abc import ByteStream
 from anyio.streams.stapled import StapledObjectStream
 
+import anyiotls
 from anyiotls import TLSStream
+
+#: What ``tls_pair`` can run over: memory streams, AnyIO's TCP socket streams, and
+#: anyiotls's own TCP transport (``anyiotls.connect_tcp(..., tls=False)`` and
+#: ``create_tcp_listener(tls=False)``). Semantics tests parametrize over these.
+TRANSPORTS = ["memory", "tcp", "fast"]
+
+#: The two TCP transports, for tests that need a real socket.
+TCP_TRANSPORTS = ["tcp", "fast"]
 
 _open_memory_streams: list[Any] = []
 
@@ -41,8 +50,15 @@ def close_memory_transports() -> None:
 
 
 @asynccontextmanager
-async def tcp_transports() -> AsyncIterator[tuple[ByteStream, ByteStream]]:
-    """Two connected loopback TCP socket streams."""
+async def tcp_transports(
+    kind: str = "tcp",
+) -> AsyncIterator[tuple[ByteStream, ByteStream]]:
+    """Two connected loopback TCP socket streams: AnyIO's (*kind* ``"tcp"``) or
+    anyiotls's own transport (``"fast"``)."""
+    if kind == "fast":
+        async with fast_tcp_transports() as pair:
+            yield pair
+        return
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     async with listener:
         port = listener.extra(anyio.abc.SocketAttribute.local_port)
@@ -55,6 +71,29 @@ async def tcp_transports() -> AsyncIterator[tuple[ByteStream, ByteStream]]:
 
             tg.start_soon(accept)
             client = await anyio.connect_tcp("127.0.0.1", port)
+        server = result["server"]
+        try:
+            yield client, server
+        finally:
+            await anyio.aclose_forcefully(client)
+            await anyio.aclose_forcefully(server)
+
+
+@asynccontextmanager
+async def fast_tcp_transports() -> AsyncIterator[tuple[ByteStream, ByteStream]]:
+    """Two connected loopback streams on anyiotls's own TCP transport."""
+    listener = await anyiotls.create_tcp_listener(local_host="127.0.0.1", tls=False)
+    async with listener:
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        inner = listener.listeners[0]
+        result: dict[str, Any] = {}
+        async with anyio.create_task_group() as tg:
+
+            async def accept() -> None:
+                result["server"] = await inner.accept()
+
+            tg.start_soon(accept)
+            client = await anyiotls.connect_tcp("127.0.0.1", port, tls=False)
         server = result["server"]
         try:
             yield client, server
@@ -102,7 +141,8 @@ async def tls_pair(
     transport: str = "memory",
     standard_compatible: bool = True,
 ) -> AsyncIterator[tuple[TLSStream, TLSStream]]:
-    """A handshaken (client, server) pair over memory streams or loopback TCP."""
+    """A handshaken (client, server) pair over memory streams or loopback TCP
+    (*transport*: one of :data:`TRANSPORTS`)."""
     if transport == "memory":
         ct, st = memory_transports()
         client, server = await handshake_pair(
@@ -118,7 +158,7 @@ async def tls_pair(
             await anyio.aclose_forcefully(client.transport_stream)
             await anyio.aclose_forcefully(server.transport_stream)
     else:
-        async with tcp_transports() as (ct, st):
+        async with tcp_transports(transport) as (ct, st):
             yield await handshake_pair(
                 ct,
                 st,

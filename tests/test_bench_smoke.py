@@ -320,3 +320,25 @@ def test_instruction_guard_fails_past_its_limits() -> None:
     lines, passed = instructions.check_guard(over)
     assert not passed
     assert [line.rsplit(": ", 1)[1] for line in lines] == ["ok", "REGRESSION"]
+
+
+def test_instruction_guard_of_the_own_tcp_transport_uses_its_own_limits() -> None:
+    guard = instructions.GUARDS["anyiotls.tcp"]
+    assert guard is instructions.GUARD_TCP
+    # 0.95 of AnyIO's instructions passes the TLSStream guard, not the TCP one
+    lines, passed = instructions.check_guard([("asyncio", "c", 0.95)], guard)
+    assert not passed
+    assert lines[0].endswith(": REGRESSION")
+    lines, passed = instructions.check_guard([("asyncio", "c", guard["c"])], guard)
+    assert passed
+    # uvloop has its own (c) limit: parity there passes, on asyncio it does not
+    lines, passed = instructions.check_guard([("uvloop", "c", 1.0)], guard)
+    assert passed
+    lines, passed = instructions.check_guard([("asyncio", "c", 1.0)], guard)
+    assert not passed
+    # the new path is measured against AnyIO's TLSStream in every backend's table
+    for backend, pairs in instructions.PAIRS.items():
+        assert any(
+            fast.name == "anyiotls.tcp" and reference.name == "anyio"
+            for fast, reference in pairs
+        ), backend

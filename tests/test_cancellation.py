@@ -10,13 +10,14 @@ import pytest
 
 from anyiotls import TLSStream
 
-from .pairs import handshake_pair, memory_transports, tls_pair
+from .pairs import TCP_TRANSPORTS, handshake_pair, memory_transports, tls_pair
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_receive_cancelled_while_waiting_loses_nothing(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
 ) -> None:
     async with tls_pair(client_context, server_context) as (client, server):
         with anyio.fail_after(10):
@@ -28,7 +29,8 @@ async def test_receive_cancelled_while_waiting_loses_nothing(
 
 
 async def test_receive_cancelled_with_data_ready_leaves_data_for_next_receive(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
 ) -> None:
     async with tls_pair(client_context, server_context) as (client, server):
         await client.send(b"ready")
@@ -40,7 +42,8 @@ async def test_receive_cancelled_with_data_ready_leaves_data_for_next_receive(
 
 
 async def test_send_cancelled_before_start_sends_nothing_and_stream_stays_usable(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
 ) -> None:
     async with tls_pair(client_context, server_context) as (client, server):
         with anyio.CancelScope() as scope:
@@ -52,7 +55,8 @@ async def test_send_cancelled_before_start_sends_nothing_and_stream_stays_usable
 
 
 async def test_send_cancelled_inside_transport_send_breaks_the_stream(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
 ) -> None:
     ct, st = memory_transports(max_buffer=0)  # the send blocks: nobody reads
     client, _server = await handshake_pair(ct, st, client_context, server_context)
@@ -84,7 +88,8 @@ async def test_handshake_cancelled_closes_the_transport(
 
 
 async def test_unwrap_cancelled_waiting_for_close_notify_can_be_called_again(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
 ) -> None:
     async with tls_pair(client_context, server_context) as (client, server):
         with anyio.fail_after(10):
@@ -107,7 +112,8 @@ async def test_unwrap_cancelled_waiting_for_close_notify_can_be_called_again(
 
 
 async def test_aclose_cancelled_closes_the_transport_forcefully(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
 ) -> None:
     async with tls_pair(client_context, server_context) as (client, _server):
         with anyio.fail_after(10):
@@ -120,13 +126,16 @@ async def test_aclose_cancelled_closes_the_transport_forcefully(
                 await client.send(b"x")
 
 
+@pytest.mark.parametrize("transport", TCP_TRANSPORTS)
 async def test_receive_cancelled_mid_stream_keeps_order_across_many_cancels(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
+    transport: str,
 ) -> None:
     # Repeatedly cancel receives at random moments while data flows: whatever
     # arrives, arrives once and in order.
     payload = bytes(range(256)) * 2000
-    async with tls_pair(client_context, server_context, transport="tcp") as (
+    async with tls_pair(client_context, server_context, transport=transport) as (
         client,
         server,
     ):

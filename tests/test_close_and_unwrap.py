@@ -12,6 +12,7 @@ from anyiotls import TLSStream
 from anyiotls._engine import TLSEngine
 
 from .pairs import (
+    TCP_TRANSPORTS,
     handshake_pair,
     memory_transports,
     receive_all,
@@ -29,10 +30,13 @@ async def close_both(a: TLSStream, b: TLSStream) -> None:
         await b.aclose()
 
 
+@pytest.mark.parametrize("transport", TCP_TRANSPORTS)
 async def test_aclose_exchanges_close_notify_and_peer_sees_end_of_stream(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
+    transport: str,
 ) -> None:
-    async with tls_pair(client_context, server_context, transport="tcp") as (
+    async with tls_pair(client_context, server_context, transport=transport) as (
         client,
         server,
     ):
@@ -44,11 +48,14 @@ async def test_aclose_exchanges_close_notify_and_peer_sees_end_of_stream(
                 await server.aclose()
 
 
+@pytest.mark.parametrize("transport", TCP_TRANSPORTS)
 async def test_aclose_with_unread_application_data_does_not_raise(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
+    transport: str,
 ) -> None:
     # anyio's own TLSStream raises APPLICATION_DATA_AFTER_CLOSE_NOTIFY here.
-    async with tls_pair(client_context, server_context, transport="tcp") as (
+    async with tls_pair(client_context, server_context, transport=transport) as (
         client,
         server,
     ):
@@ -58,15 +65,19 @@ async def test_aclose_with_unread_application_data_does_not_raise(
             await close_both(client, server)
 
 
+@pytest.mark.parametrize("transport", TCP_TRANSPORTS)
 @pytest.mark.parametrize("size", [1, 4 * 1024 * 1024])
 async def test_client_that_only_sends_then_closes_loses_nothing(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext, size: int
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
+    size: int,
+    transport: str,
 ) -> None:
     # The client never reads, so the server's session tickets sit unread in its
     # socket; a plain close() would turn into a TCP reset and the server could lose
     # the tail of the data. aclose() reads them while waiting for close_notify.
     payload = os.urandom(size)
-    async with tls_pair(client_context, server_context, transport="tcp") as (
+    async with tls_pair(client_context, server_context, transport=transport) as (
         client,
         server,
     ):
@@ -84,7 +95,8 @@ async def test_client_that_only_sends_then_closes_loses_nothing(
 
 
 async def test_aclose_of_peer_that_never_answers_is_bounded_by_caller_scope(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
 ) -> None:
     async with tls_pair(client_context, server_context) as (client, _server):
         with anyio.fail_after(10):
@@ -95,7 +107,8 @@ async def test_aclose_of_peer_that_never_answers_is_bounded_by_caller_scope(
 
 
 async def test_aclose_twice_and_after_broken_does_not_raise(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
 ) -> None:
     async with tls_pair(client_context, server_context) as (client, server):
         await server.transport_stream.aclose()  # the peer vanishes
@@ -129,7 +142,8 @@ async def test_ragged_eof(
 
 
 async def test_receive_after_end_of_stream_and_after_close(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
 ) -> None:
     async with tls_pair(client_context, server_context) as (client, server):
         with anyio.fail_after(10):
@@ -147,10 +161,13 @@ async def test_receive_after_end_of_stream_and_after_close(
                 await client.send(b"x")
 
 
+@pytest.mark.parametrize("transport", TCP_TRANSPORTS)
 async def test_unwrap_returns_plaintext_sent_after_close_notify(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
+    transport: str,
 ) -> None:
-    async with tls_pair(client_context, server_context, transport="tcp") as (
+    async with tls_pair(client_context, server_context, transport=transport) as (
         client,
         server,
     ):
@@ -173,7 +190,8 @@ async def test_unwrap_returns_plaintext_sent_after_close_notify(
 
 
 async def test_unwrap_leftover_in_same_segment_as_close_notify(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
 ) -> None:
     # The peer here is a bare engine, so its close_notify and the plaintext that
     # follows can be put into one transport item: one "segment".
@@ -202,10 +220,13 @@ async def test_unwrap_leftover_in_same_segment_as_close_notify(
     assert transport is ct
 
 
+@pytest.mark.parametrize("transport", TCP_TRANSPORTS)
 async def test_send_eof_half_closes_under_tls13(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
+    transport: str,
 ) -> None:
-    async with tls_pair(client_context, server_context, transport="tcp") as (
+    async with tls_pair(client_context, server_context, transport=transport) as (
         client,
         server,
     ):
@@ -234,13 +255,16 @@ async def test_send_eof_under_tls12_raises_not_implemented(
         assert await server.receive() == b"still usable"
 
 
+@pytest.mark.parametrize("transport", TCP_TRANSPORTS)
 async def test_standard_compatible_false_closes_without_waiting(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
+    transport: str,
 ) -> None:
     # Without the closing handshake, the closer must have read everything the peer
     # sent, or its close becomes a TCP reset (see docs/closing.md). The server here
     # has: the client sent nothing after its Finished.
-    async with tcp_transports() as (ct, st):
+    async with tcp_transports(transport) as (ct, st):
         client, server = await handshake_pair(
             ct, st, client_context, server_context, standard_compatible=False
         )

@@ -541,6 +541,19 @@ def _patch_network(env: Env) -> None:
         return stream
 
     env.monkeypatch.setattr(anyio, "connect_tcp", mapped_connect_tcp)
+
+    import anyiotls
+
+    tls_connect_tcp = anyiotls.connect_tcp
+
+    async def mapped_tls_connect_tcp(host: str, port: int, **kwargs: Any) -> Any:
+        if kwargs.get("tls", True):  # the certificate names the host the page uses
+            kwargs.setdefault("tls_hostname", host)
+        stream = await tls_connect_tcp(*env.target(host, port), **kwargs)
+        env.opened.append(stream)
+        return stream
+
+    env.monkeypatch.setattr(anyiotls, "connect_tcp", mapped_tls_connect_tcp)
     try:
         import trio
     except ImportError:

@@ -11,12 +11,12 @@ import pytest
 
 from anyiotls import TLSStream
 
-from .pairs import memory_transports, receive_exactly, tls_pair
+from .pairs import TRANSPORTS, memory_transports, receive_exactly, tls_pair
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.parametrize("transport", ["memory", "tcp"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_both_sides_send_and_receive_at_once_without_deadlock(
     client_context: ssl.SSLContext, server_context: ssl.SSLContext, transport: str
 ) -> None:

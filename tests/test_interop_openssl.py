@@ -18,6 +18,7 @@ import anyio.abc
 import pytest
 import trustme
 
+import anyiotls
 from anyiotls import TLSAttribute, TLSListener, TLSStream
 
 from .peers import PemFiles
@@ -28,8 +29,10 @@ pytestmark = [pytest.mark.anyio, pytest.mark.interop]
 #: Upper bound for one whole test: nothing here may hang.
 TEST_TIMEOUT = 60
 
-#: Plain loopback TCP, or a CongestedStream over it (sends take a while).
-LINKS = ["tcp", "congested"]
+#: Plain loopback TCP (AnyIO's socket streams), anyiotls's own TCP transport
+#: (``connect_tcp``/``create_tcp_listener`` with ``tls=False``), or a CongestedStream
+#: over AnyIO's (sends take a while).
+LINKS = ["tcp", "fast", "congested"]
 
 VERSIONS = [
     pytest.param("1.2", id="TLSv1.2"),
@@ -77,10 +80,18 @@ async def connect(
     context: ssl.SSLContext,
     *,
     congested: bool = False,
+    fast: bool = False,
     **kwargs: Any,
 ) -> AsyncIterator[TLSStream]:
-    """Our client: TCP to *server* (or a :class:`CongestedStream` over it), TLS."""
-    transport: anyio.abc.ByteStream = await anyio.connect_tcp(server.host, server.port)
+    """Our client: TCP to *server* (or a :class:`CongestedStream` over it), TLS.
+
+    *fast*: over anyiotls's own TCP transport instead of AnyIO's socket stream.
+    """
+    transport: anyio.abc.ByteStream = (
+        await anyiotls.connect_tcp(server.host, server.port, tls=False)
+        if fast
+        else await anyio.connect_tcp(server.host, server.port)
+    )
     if congested:
         transport = CongestedStream(transport)
     try:
@@ -111,8 +122,13 @@ async def receive_to_end(stream: TLSStream) -> bytes:
 
 
 @asynccontextmanager
-async def tcp_listener() -> AsyncIterator[anyio.abc.SocketListener]:
-    listeners = await anyio.create_tcp_listener(local_host="127.0.0.1")
+async def tcp_listener(fast: bool = False) -> AsyncIterator[anyio.abc.SocketListener]:
+    """AnyIO's TCP listener, or (*fast*) one of anyiotls's own transport."""
+    listeners = (
+        await anyiotls.create_tcp_listener(local_host="127.0.0.1", tls=False)
+        if fast
+        else await anyio.create_tcp_listener(local_host="127.0.0.1")
+    )
     async with listeners:
         listener = listeners.listeners[0]
         assert isinstance(listener, anyio.abc.SocketListener)
@@ -436,7 +452,12 @@ async def test_client_keeps_full_duplex_through_s_server_key_updates(
     with anyio.fail_after(TEST_TIMEOUT):
         async with (
             openssl_server(pem_files, tls_version="1.3") as server,
-            connect(server, client_context, congested=link == "congested") as stream,
+            connect(
+                server,
+                client_context,
+                congested=link == "congested",
+                fast=link == "fast",
+            ) as stream,
         ):
             sent = await full_duplex_while_peer_commands(
                 stream,
@@ -475,7 +496,12 @@ async def test_client_keeps_full_duplex_through_s_server_renegotiations(
     with anyio.fail_after(TEST_TIMEOUT):
         async with (
             openssl_server(pem_files, tls_version="1.2", extra_args=extra) as server,
-            connect(server, client_context, congested=link == "congested") as stream,
+            connect(
+                server,
+                client_context,
+                congested=link == "congested",
+                fast=link == "fast",
+            ) as stream,
         ):
             sent = await full_duplex_while_peer_commands(
                 stream,
@@ -644,7 +670,7 @@ async def test_server_keeps_full_duplex_through_s_client_key_updates(
     commands = 4
     with anyio.fail_after(TEST_TIMEOUT):
         async with (
-            tcp_listener() as listener,
+            tcp_listener(fast=link == "fast") as listener,
             openssl_client(
                 pem_files, local_port(listener), tls_version="1.3"
             ) as client,

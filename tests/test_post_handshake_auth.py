@@ -28,6 +28,7 @@ from anyio.abc import ByteStream
 import anyiotls
 from anyiotls import PostHandshakeAuthError, TLSAttribute, TLSStream
 
+from .pairs import TRANSPORTS as PAIR_TRANSPORTS
 from .pairs import (
     close_memory_transports,
     handshake_pair,
@@ -38,7 +39,7 @@ from .pairs import (
 
 pytestmark = pytest.mark.anyio
 
-TRANSPORTS = ["memory", "tcp"]
+TRANSPORTS = PAIR_TRANSPORTS
 
 
 # -- certificates and contexts ---------------------------------------------------------

@@ -11,12 +11,18 @@ from anyio.abc import SocketAttribute
 
 from anyiotls import ChannelBindingError, TLSAttribute, TLSStream
 
-from .pairs import memory_transports, receive_exactly, tls_pair
+from .pairs import (
+    TCP_TRANSPORTS,
+    TRANSPORTS,
+    memory_transports,
+    receive_exactly,
+    tls_pair,
+)
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.parametrize("transport", ["memory", "tcp"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("version", ["TLSv1.2", "TLSv1.3"])
 async def test_wrap_handshakes_and_moves_data_both_ways(
     client_context: ssl.SSLContext,
@@ -39,12 +45,15 @@ async def test_wrap_handshakes_and_moves_data_both_ways(
             assert await client.receive() == b"pong"
 
 
+@pytest.mark.parametrize("transport", TCP_TRANSPORTS)
 async def test_attributes_are_anyios_own_and_transport_attributes_pass_through(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
+    transport: str,
 ) -> None:
     server_context.set_alpn_protocols(["h2", "http/1.1"])
     client_context.set_alpn_protocols(["http/1.1"])
-    async with tls_pair(client_context, server_context, transport="tcp") as (
+    async with tls_pair(client_context, server_context, transport=transport) as (
         client,
         server,
     ):
@@ -90,7 +99,8 @@ async def test_international_hostname_is_resolved_with_idna2008() -> None:
 
 
 async def test_two_step_construction_then_do_handshake(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
 ) -> None:
     ct, st = memory_transports()
     client = TLSStream(ct, hostname="localhost", ssl_context=client_context)
@@ -103,10 +113,13 @@ async def test_two_step_construction_then_do_handshake(
         assert await server.receive() == b"hi"
 
 
+@pytest.mark.parametrize("transport", TCP_TRANSPORTS)
 async def test_receive_never_returns_more_than_max_bytes(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
+    transport: str,
 ) -> None:
-    async with tls_pair(client_context, server_context, transport="tcp") as (
+    async with tls_pair(client_context, server_context, transport=transport) as (
         client,
         server,
     ):
@@ -124,10 +137,13 @@ async def test_receive_never_returns_more_than_max_bytes(
             await server.receive(0)
 
 
+@pytest.mark.parametrize("transport", TCP_TRANSPORTS)
 async def test_tls_over_tls(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
+    transport: str,
 ) -> None:
-    async with tls_pair(client_context, server_context, transport="tcp") as (
+    async with tls_pair(client_context, server_context, transport=transport) as (
         outer_client,
         outer_server,
     ):
@@ -155,7 +171,8 @@ async def test_tls_over_tls(
 
 
 async def test_no_background_tasks(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
 ) -> None:
     before = len(anyio.get_running_tasks())
     async with tls_pair(client_context, server_context) as (client, server):
@@ -170,7 +187,8 @@ async def test_no_background_tasks(
 
 
 async def test_every_public_method_is_a_cancellation_point(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
 ) -> None:
     async with tls_pair(client_context, server_context) as (client, server):
         await client.send(b"buffered")
@@ -198,7 +216,8 @@ async def test_every_public_method_is_a_cancellation_point(
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])  # assert_checkpoints is trio's
 async def test_every_public_method_is_a_trio_checkpoint(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
 ) -> None:
     from trio.testing import assert_checkpoints
 

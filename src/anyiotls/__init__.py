@@ -16,12 +16,15 @@ __all__ = (
     "PostHandshakeAuthError",
     "SessionAttribute",
     "SessionCache",
+    "TCPListener",
     "TLSAttribute",
     "TLSConnectable",
     "TLSListener",
     "TLSStream",
     "UnrecognizedNameError",
     "channel_binding",
+    "connect_tcp",
+    "create_tcp_listener",
     "load_server_context",
     "pin_sha256",
     "spki_sha256",
@@ -53,3 +56,6 @@ from ._session import SessionAttribute as SessionAttribute
 from ._session import SessionCache as SessionCache
 from ._sni import UnrecognizedNameError as UnrecognizedNameError
 from ._sni import load_server_context as load_server_context
+from ._tcp import TCPListener as TCPListener
+from ._tcp import connect_tcp as connect_tcp
+from ._tcp import create_tcp_listener as create_tcp_listener
