@@ -14,6 +14,7 @@ import argparse
 import ssl
 
 import anyio
+import anyio.abc
 import trustme
 from anyio.abc import SocketAttribute
 
@@ -24,6 +25,18 @@ from anyiotls import (
     TLSListener,
     TLSStream,
 )
+
+
+class TCPConnectable:
+    """Opens a TCP connection per ``connect()``, as ``anyio.TCPConnectable`` does
+    (AnyIO 4.10 and later; spelled out here so the example runs on AnyIO 4.0)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+
+    async def connect(self) -> anyio.abc.SocketStream:
+        return await anyio.connect_tcp(self.host, self.port)
 
 
 async def echo(stream: TLSStream) -> None:
@@ -49,7 +62,7 @@ async def main() -> None:
     port = tcp.extra(SocketAttribute.local_port)
     cache = SessionCache()  # opt-in: resumed connections can be linked
     connectable = TLSConnectable(
-        anyio.TCPConnectable("127.0.0.1", port),
+        TCPConnectable("127.0.0.1", port),
         hostname="localhost",
         ssl_context=client_context,
         session_cache=cache,

@@ -36,6 +36,17 @@ from .peers.openssl import openssl_server
 pytestmark = pytest.mark.anyio
 
 HOST = "127.0.0.1"
+
+
+class _TCPConnectable:
+    """``anyio.TCPConnectable`` (AnyIO 4.10+), for the lowest AnyIO too."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+
+    async def connect(self) -> anyio.abc.SocketStream:
+        return await anyio.connect_tcp(self.host, self.port)
+
 HOSTNAME = "localhost"
 PAYLOAD = b"x" * 100
 TEST_TIMEOUT = 30
@@ -292,7 +303,7 @@ async def test_connectable_resumes_through_the_cache(
     with anyio.fail_after(TEST_TIMEOUT):
         async with tls_server(server_context) as port:
             connectable = TLSConnectable(
-                anyio.TCPConnectable(HOST, port),
+                _TCPConnectable(HOST, port),
                 hostname=HOSTNAME,
                 ssl_context=client_context,
                 session_cache=cache,
