@@ -8,9 +8,11 @@ from __future__ import annotations
 __all__ = (
     "CertificateAttribute",
     "ChannelBindingError",
+    "CloseTimeoutError",
     "PeerVerificationError",
     "PinMismatchError",
     "PostHandshakeAuthError",
+    "ReadAheadLimitError",
     "TLSAttribute",
     "TLSConnectable",
     "TLSListener",
@@ -36,6 +38,8 @@ from ._certs import tls_server_end_point as tls_server_end_point
 from ._certs import verify_in_thread as verify_in_thread
 from ._certs import x509_certificates as x509_certificates
 from ._exceptions import ChannelBindingError as ChannelBindingError
+from ._exceptions import CloseTimeoutError as CloseTimeoutError
 from ._exceptions import PeerVerificationError as PeerVerificationError
 from ._exceptions import PinMismatchError as PinMismatchError
 from ._exceptions import PostHandshakeAuthError as PostHandshakeAuthError
+from ._exceptions import ReadAheadLimitError as ReadAheadLimitError

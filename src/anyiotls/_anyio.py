@@ -28,7 +28,13 @@ from anyio.streams.tls import TLSAttribute
 
 from ._certs import certificate_attributes, get_channel_binding, make_verify_step
 from ._context import default_context, encode_hostname
-from ._driver import FaceErrors, TLSDriver
+from ._driver import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_MAX_READ_AHEAD,
+    FaceErrors,
+    TLSDriver,
+    check_limits,
+)
 from ._engine import TLSEngine, is_ragged_eof
 
 try:
@@ -77,8 +83,11 @@ class TLSStream(ByteStream):
         ssl_context: ssl.SSLContext | None = None,
         standard_compatible: bool = True,
         verify_peer: VerifyPeer | None = None,
+        max_read_ahead: int = DEFAULT_MAX_READ_AHEAD,
+        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         """Prepare TLS over *transport_stream*; no handshake yet (see :meth:`wrap`)."""
+        check_limits(max_read_ahead, close_timeout)
         if server_side is None:
             server_side = not hostname
         if ssl_context is None:
@@ -105,6 +114,8 @@ class TLSStream(ByteStream):
             verify_peer=None
             if verify_peer is None
             else make_verify_step(verify_peer, self),
+            max_read_ahead=max_read_ahead,
+            close_timeout=close_timeout,
         )
         self._ssl_object = engine.ssl_object
 
@@ -118,6 +129,8 @@ class TLSStream(ByteStream):
         ssl_context: ssl.SSLContext | None = None,
         standard_compatible: bool = True,
         verify_peer: VerifyPeer | None = None,
+        max_read_ahead: int = DEFAULT_MAX_READ_AHEAD,
+        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
     ) -> TLSStream:
         """Wrap *transport_stream* in TLS and perform the handshake.
 
@@ -136,6 +149,16 @@ class TLSStream(ByteStream):
             handshake's messages are done, before any application data passes
             (e.g. :func:`anyiotls.pin_sha256`); it rejects the peer by raising
             (see ``docs/certificates.md``)
+        :param max_read_ahead: most bytes of plaintext decrypted ahead of
+            :meth:`receive` by the operations that must read past application data
+            (:meth:`verify_client_post_handshake`, :meth:`send_eof` with a request
+            pending, a TLS 1.2 :meth:`send` during a renegotiation); at the limit
+            they stop reading the transport until :meth:`receive` takes some, or
+            raise :exc:`~anyiotls.ReadAheadLimitError` if no task is receiving
+            (see ``docs/reliability.md``). Default: 1 MiB
+        :param close_timeout: seconds :meth:`aclose`, :meth:`unwrap` and
+            :meth:`send_eof` wait for the peer; ``None``: as long as the caller's
+            cancel scope allows. Default: 5 (see ``docs/closing.md``)
         :raises ~ssl.SSLError: if the handshake fails (its own type, such as
             :exc:`ssl.SSLCertVerificationError`); the transport is then closed
         :raises ~anyiotls.PeerVerificationError: *verify_peer* raised (its
@@ -152,6 +175,8 @@ class TLSStream(ByteStream):
             ssl_context=ssl_context,
             standard_compatible=standard_compatible,
             verify_peer=verify_peer,
+            max_read_ahead=max_read_ahead,
+            close_timeout=close_timeout,
         )
         # Not ``await stream.do_handshake()``: one frame less between this task
         # and the transport at each of the handshake's waits.
@@ -234,7 +259,9 @@ class TLSStream(ByteStream):
         """Encrypt and send *item*.
 
         :raises ~anyio.BrokenResourceError: the transport failed or a TLS error
-            occurred
+            occurred; or (``__cause__``: :exc:`~anyiotls.ReadAheadLimitError`) a
+            TLS 1.2 peer renegotiating sent ``max_read_ahead`` bytes ahead of its
+            handshake messages while no task was receiving them
         :raises ~anyio.ClosedResourceError: the stream was closed, unwrapped or
             :meth:`send_eof` was called
         :raises ~anyio.BusyResourceError: another task is sending
@@ -253,6 +280,13 @@ class TLSStream(ByteStream):
 
         :raises NotImplementedError: the connection uses TLS 1.2 or older, where the
             peer must answer close_notify at once and discard its pending writes
+        :raises ~anyiotls.ReadAheadLimitError: with a certificate request pending
+            (or data buffered), ``max_read_ahead`` bytes arrived that no task
+            receives: nothing was sent, receive them and call again
+        :raises ~anyiotls.CloseTimeoutError: ``close_timeout`` passed while waiting
+            for the pending certificate answer (nothing was sent, the stream is
+            usable) or for the transport to take close_notify (the stream is
+            broken)
 
         .. warning:: Cancelled, close_notify may or may not have left: the stream
             is broken if it was being sent.
@@ -270,6 +304,10 @@ class TLSStream(ByteStream):
         :raises PostHandshakeAuthError: a client closed without answering a
             pending certificate request (its late answer could otherwise end up
             in the plaintext after the downgrade)
+        :raises ~anyiotls.CloseTimeoutError: the peer's close_notify (or the
+            answer to a pending certificate request) did not arrive within
+            ``close_timeout``, also while it kept sending data; the stream is
+            broken, :meth:`aclose` closes the transport
 
         Application data the peer sent before its close_notify that was not
         received is discarded. A pending post-handshake authentication is completed
@@ -293,8 +331,12 @@ class TLSStream(ByteStream):
         Another task may go on receiving or sending meanwhile; application data
         that arrives before the answer is kept, in order, for :meth:`receive`. A
         client answers only while it is inside ``receive()``: against a client that
-        only sends, this waits (and buffers what it sends) until the caller's cancel
-        scope ends it.
+        only sends, this keeps at most ``max_read_ahead`` bytes of what it sends;
+        then it waits for another task's :meth:`receive` to take some, or, if no
+        task is receiving, raises :exc:`~anyiotls.ReadAheadLimitError` (receive,
+        then call again, or use :meth:`request_client_certificate` and let
+        :meth:`receive` process the answer). A client that sends nothing and never
+        reads makes it wait until the caller's cancel scope ends it.
 
         Both contexts are read when the streams are created: the server's needs
         ``post_handshake_auth = True``, ``verify_mode`` ``CERT_REQUIRED`` or
@@ -318,6 +360,9 @@ class TLSStream(ByteStream):
             close_notify (when ``standard_compatible``)
         :raises ~anyio.ClosedResourceError: the stream was closed, or
             :meth:`send_eof` was called
+        :raises ~anyiotls.ReadAheadLimitError: ``max_read_ahead`` bytes arrived
+            before the answer and no task is receiving them; the request stays
+            pending, the stream usable, nothing is lost
 
         .. warning:: Cancelled while waiting for another task's send to finish,
             nothing was sent and no request is pending. Cancelled while the request
@@ -364,21 +409,28 @@ class TLSStream(ByteStream):
         When ``standard_compatible``, sends close_notify and waits for the peer's,
         reading and discarding any data and session tickets still in flight (so
         unread data never turns into an error, nor our close into a TCP reset). A
-        peer that misbehaves or vanishes never makes this raise.
+        peer that misbehaves or vanishes never makes this raise. After
+        ``close_timeout`` seconds (a peer that never answers close_notify, or that
+        does not read ours, or another task's send that never ends) it stops
+        waiting and closes the transport forcefully; close_notify was sent unless
+        the transport did not take it.
 
-        .. warning:: A peer that never answers delays this as long as the caller's
-            cancel scope allows; cancelled, the transport is closed forcefully.
+        .. warning:: Cancelled, the transport is closed forcefully.
         """
         try:
             if self.standard_compatible:
-                await self._driver.close_gracefully()
+                answered = await self._driver.close_gracefully()
             else:
+                answered = True
                 self._driver.mark_closed()
         except BaseException:
             self._driver.mark_closed()
             await aclose_forcefully(self.transport_stream)
             raise
-        await self.transport_stream.aclose()
+        if answered:
+            await self.transport_stream.aclose()
+        else:
+            await aclose_forcefully(self.transport_stream)
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
@@ -424,6 +476,8 @@ class TLSListener(Listener[TLSStream]):
         hook included)
     :param verify_peer: passed to :meth:`TLSStream.wrap`; a rejected client is a
         failed handshake
+    :param max_read_ahead: passed to :meth:`TLSStream.wrap`
+    :param close_timeout: passed to :meth:`TLSStream.wrap`
     """
 
     def __init__(
@@ -434,8 +488,13 @@ class TLSListener(Listener[TLSStream]):
         handshake_timeout: float = 30,
         *,
         verify_peer: VerifyPeer | None = None,
+        max_read_ahead: int = DEFAULT_MAX_READ_AHEAD,
+        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         """See the class docstring."""
+        check_limits(max_read_ahead, close_timeout)
+        self.max_read_ahead = max_read_ahead
+        self.close_timeout = close_timeout
         self.listener = listener
         self.verify_peer = verify_peer
         self.ssl_context = ssl_context
@@ -473,6 +532,8 @@ class TLSListener(Listener[TLSStream]):
                         ssl_context=self.ssl_context,
                         standard_compatible=self.standard_compatible,
                         verify_peer=self.verify_peer,
+                        max_read_ahead=self.max_read_ahead,
+                        close_timeout=self.close_timeout,
                     )
             except BaseException as exc:
                 await self.handle_handshake_error(exc, stream)
@@ -502,6 +563,8 @@ class TLSConnectable(_ConnectableBase):
     :param ssl_context: the context (default: a secure client context)
     :param standard_compatible: passed to :meth:`TLSStream.wrap`
     :param verify_peer: passed to :meth:`TLSStream.wrap`
+    :param max_read_ahead: passed to :meth:`TLSStream.wrap`
+    :param close_timeout: passed to :meth:`TLSStream.wrap`
     """
 
     def __init__(
@@ -512,8 +575,13 @@ class TLSConnectable(_ConnectableBase):
         ssl_context: ssl.SSLContext | None = None,
         standard_compatible: bool = True,
         verify_peer: VerifyPeer | None = None,
+        max_read_ahead: int = DEFAULT_MAX_READ_AHEAD,
+        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         """See the class docstring."""
+        check_limits(max_read_ahead, close_timeout)
+        self.max_read_ahead = max_read_ahead
+        self.close_timeout = close_timeout
         self.connectable = connectable
         self.ssl_context: ssl.SSLContext = ssl_context or default_context(
             server_side=False
@@ -537,6 +605,8 @@ class TLSConnectable(_ConnectableBase):
                 ssl_context=self.ssl_context,
                 standard_compatible=self.standard_compatible,
                 verify_peer=self.verify_peer,
+                max_read_ahead=self.max_read_ahead,
+                close_timeout=self.close_timeout,
             )
         except BaseException:
             await aclose_forcefully(stream)

@@ -38,7 +38,13 @@ from anyio.abc import AnyByteStream, ByteStream
 
 from ._certs import get_channel_binding, make_verify_step, peer_chain
 from ._context import default_context, encode_hostname
-from ._driver import FaceErrors, TLSDriver
+from ._driver import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_MAX_READ_AHEAD,
+    FaceErrors,
+    TLSDriver,
+    check_limits,
+)
 from ._engine import TLSEngine, is_ragged_eof
 from ._locks import ConflictDetector
 
@@ -103,6 +109,19 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
         :exc:`trio.BrokenResourceError` whose ``__cause__`` is an
         :exc:`anyiotls.PeerVerificationError` (whose ``__cause__`` is the hook's
         exception). Cancelled, it breaks the stream as a cancelled handshake does.
+    :param max_read_ahead: not in trio: most bytes of plaintext decrypted ahead of
+        :meth:`receive_some` by :meth:`verify_client_post_handshake`,
+        ``send_eof()`` with a request pending, or a TLS 1.2 :meth:`send_all`
+        during a renegotiation. At the limit they stop reading the transport until
+        :meth:`receive_some` takes some, or raise
+        :exc:`anyiotls.ReadAheadLimitError` if no task is receiving (a
+        :meth:`send_all`: :exc:`trio.BrokenResourceError` from it). Default: 1 MiB
+    :param close_timeout: not in trio: seconds :meth:`aclose` may spend sending
+        close_notify (to a peer that does not read, or behind another task's
+        send that never ends) before it closes the transport forcefully, and
+        :meth:`unwrap` (and ``send_eof()``) may wait for the peer before raising
+        :exc:`anyiotls.CloseTimeoutError`; ``None``: as long as the caller's cancel
+        scope allows. Default: 5
 
     :var transport_stream: the wrapped stream (``None`` after :meth:`unwrap`)
 
@@ -133,8 +152,11 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
         server_side: bool = False,
         https_compatible: bool = False,
         verify_peer: VerifyPeer | None = None,
+        max_read_ahead: int = DEFAULT_MAX_READ_AHEAD,
+        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         """See the class docstring."""
+        check_limits(max_read_ahead, close_timeout)
         if not isinstance(ssl_context, ssl.SSLContext):
             raise TypeError(
                 "ssl_context must be an ssl.SSLContext, not "
@@ -167,6 +189,8 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
                 # trio leaves the transport to aclose(); a rejected peer is cut off
                 on_reject=partial(trio.aclose_forcefully, transport_stream),
             ),
+            max_read_ahead=max_read_ahead,
+            close_timeout=close_timeout,
         )
 
     @property
@@ -275,6 +299,9 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
             transport delivers next
         :raises trio.BrokenResourceError: the transport failed or ended first
         :raises trio.BusyResourceError: another task is sending or receiving
+        :raises anyiotls.CloseTimeoutError: the peer's close_notify did not arrive
+            within ``close_timeout`` (also while it kept sending data); the stream
+            is broken, :meth:`aclose` closes the transport
 
         Application data the peer sent before its close_notify and that was not
         received is discarded.
@@ -295,6 +322,9 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
         (so the peer sees a clean close), sends close_notify without waiting for the
         peer's, then closes the transport. When ``https_compatible``, or if the
         stream is broken, only closes the transport. Closing again does nothing.
+        The handshake and close_notify get ``close_timeout`` seconds together (a
+        peer that does not read, another task's send that never ends); then the
+        transport is closed forcefully, without an error.
 
         :raises trio.BrokenResourceError: the handshake this had to perform failed
             (the transport is closed anyway)
@@ -312,14 +342,18 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
             await transport_stream.aclose()
             return
         try:
-            await driver.handshake()
-            await driver.send_close_notify()
+            with anyio.move_on_after(driver.close_timeout) as scope:
+                await driver.handshake()
+                sent = await driver.send_close_notify()
         except BaseException:
             driver.mark_closed()
             await trio.aclose_forcefully(transport_stream)
             raise
         driver.mark_closed()
-        await transport_stream.aclose()
+        if scope.cancelled_caught or not sent:
+            await trio.aclose_forcefully(transport_stream)
+        else:
+            await transport_stream.aclose()
 
     # -- beyond trio: TLS 1.3 post-handshake client authentication --------------------
 
@@ -339,6 +373,9 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
             CERT_REQUIRED when the stream is created), or this is the client side
         :raises trio.BrokenResourceError: the client's answer was rejected
             (``__cause__``: the :exc:`ssl.SSLError`), or the stream failed
+        :raises anyiotls.ReadAheadLimitError: ``max_read_ahead`` bytes arrived
+            before the answer and no task is receiving them; the request stays
+            pending, the stream usable, nothing is lost (receive, then call again)
 
         .. warning:: Cancelled while waiting for the answer, the request stays
             pending and the stream usable: a certificate that arrives later is
@@ -523,6 +560,8 @@ class HalfCloseableSSLStream(SSLStream[T_Stream], trio.abc.HalfCloseableStream):
             :meth:`receive_some` read that as ``b""``)
         :raises trio.ClosedResourceError: the stream was closed or unwrapped
         :raises trio.BusyResourceError: another task is sending
+        :raises anyiotls.ReadAheadLimitError: as the AnyIO face's ``send_eof()``
+        :raises anyiotls.CloseTimeoutError: as the AnyIO face's ``send_eof()``
 
         .. warning:: Cancelled, close_notify may or may not have left: the stream
             is broken if it was being sent.
@@ -543,6 +582,8 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
         trio)
     :param verify_peer: passed to :class:`SSLStream` (runs at the stream's
         handshake, not in :meth:`accept`)
+    :param max_read_ahead: passed to :class:`SSLStream`
+    :param close_timeout: passed to :class:`SSLStream`
 
     :var transport_listener: the wrapped listener
     """
@@ -555,8 +596,13 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
         https_compatible: bool = False,
         half_closeable: bool = False,
         verify_peer: VerifyPeer | None = None,
+        max_read_ahead: int = DEFAULT_MAX_READ_AHEAD,
+        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         """See the class docstring."""
+        check_limits(max_read_ahead, close_timeout)
+        self._max_read_ahead = max_read_ahead
+        self._close_timeout = close_timeout
         self.transport_listener = transport_listener
         self._ssl_context = ssl_context
         self._https_compatible = https_compatible
@@ -574,6 +620,8 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
             server_side=True,
             https_compatible=self._https_compatible,
             verify_peer=self._verify_peer,
+            max_read_ahead=self._max_read_ahead,
+            close_timeout=self._close_timeout,
         )
 
     async def aclose(self) -> None:
