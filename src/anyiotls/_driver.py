@@ -278,7 +278,7 @@ class TLSDriver:
 
     __slots__ = (
         "_backlog",
-        "_backlog_taken",
+        "_backlog_reader",
         "_broken_cause",
         "_close_notify_sent",
         "_close_timeout",
@@ -364,10 +364,9 @@ class TLSDriver:
         self._renegotiable = True
         #: plaintext decrypted but not yet returned by ``receive`` (kept in order)
         self._backlog = bytearray()
-        #: a ``receive`` took data from the backlog since the operation that fills
-        #: it began (so another task receives: worth waiting for at the bound);
-        #: cleared by those operations as they start
-        self._backlog_taken = False
+        #: the task whose ``receive`` last took data from the backlog (None: none
+        #: yet): at the bound, a step in another task waits for it to make room
+        self._backlog_reader: int | None = None
         #: set when ``receive`` makes room in a full backlog (made by a waiter)
         self._room_made: Event | None = None
         #: the TLS version the handshake agreed on (the SSLObject's ``version()``
@@ -709,13 +708,15 @@ class TLSDriver:
     async def _wait_for_room(self) -> None:
         """Wait until ``receive()`` takes data from the full backlog.
 
-        Raises :exc:`ReadAheadLimitError` if no task is receiving: none is inside
-        ``receive()`` and none took any of the backlog since the waiting operation
-        began (it cleared ``_backlog_taken``).
-        The waiting task cannot be receiving itself, so then nobody would make
-        room. The face's exception if the stream breaks or is closed meanwhile.
+        Waits if another task is inside ``receive()``, or if the last ``receive()``
+        that took from the backlog ran in another task (a receiving task between
+        two calls). Otherwise the stream's receiver is the waiting task itself (or
+        there is none yet), which cannot receive while it waits: nobody would make
+        room, so it raises :exc:`ReadAheadLimitError`. The face's exception if the
+        stream breaks or is closed meanwhile.
         """
-        if not (self._receiving or self._backlog_taken):
+        reader = self._backlog_reader
+        if not self._receiving and (reader is None or reader == get_current_task().id):
             await checkpoint()
             raise ReadAheadLimitError(
                 f"the peer sent {len(self._backlog)} bytes (max_read_ahead) that no "
@@ -858,7 +859,7 @@ class TLSDriver:
         if backlog:  # another task (post-handshake auth) decrypted data first
             data = bytes(backlog[:max_bytes])
             del backlog[:max_bytes]
-            self._backlog_taken = True
+            self._backlog_reader = get_current_task().id
             if self._room_made is not None:  # a step waits at the bound
                 self._wake_room_waiters()
             return data
@@ -984,7 +985,6 @@ class TLSDriver:
                     await checkpoint()
                     return
                 await self._cp.checkpoint_if_cancelled()
-            self._backlog_taken = False  # (a renegotiating write may fill it)
             try:
                 await self._retry(
                     self._write_step if self._renegotiable else self._engine.write,
@@ -1028,7 +1028,6 @@ class TLSDriver:
                         raise self._break(exc) from exc
                 # The unwrap step keeps what is buffered in the backlog: within its
                 # bound, since it is decrypted here first.
-                self._backlog_taken = False
                 while self._drain_to_backlog():
                     await self._wait_for_room()
                 self._close_notify_sent = True
@@ -1250,7 +1249,6 @@ class TLSDriver:
         if not self._engine.client_auth_pending:
             await cancel_shielded_checkpoint()
             return
-        self._backlog_taken = False
         try:
             await self._retry(self._client_auth_step, keep)
         except ssl.SSLError as exc:
