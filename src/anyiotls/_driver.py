@@ -21,6 +21,10 @@ waiting for receive lock    nothing happened.
                             cancelled receive). The driver itself interrupts a
                             ``receive`` waiting here when another task put plaintext
                             in the backlog (``_to_backlog``): it returns that data.
+waiting for room            (a step stopped at the backlog's bound, waiting for
+                            another task's ``receive``) nothing happened: the
+                            backlog keeps what was decrypted; a TLS 1.2 ``send``
+                            that had to wait is broken, as at ``transport.receive``.
 waiting for the handshake   (a task waiting for another task's handshake) nothing
                             happened to the stream.
 the ``verify_peer`` hook    as a cancelled handshake: the stream is broken (the
@@ -37,6 +41,20 @@ ssl error, bytes to flush after a read, a lock held by another task) they leave 
 state the loop resumes from: the loop calls the step again, OpenSSL wants a write
 retried with the same data, the engine raises a recorded error again, and plaintext
 put back at the front of the backlog is what the next read step returns first.
+
+Bounds. Only ``receive`` reads for the application at its own pace; the other steps
+that must read past application data (a post-handshake certificate waiter, a TLS 1.2
+writer during a renegotiation, ``send_eof``) decrypt it into the backlog, at most
+``max_read_ahead`` bytes (:meth:`TLSDriver._backlog_room`). At the bound the retry
+loop reads nothing more from the transport (the peer is held back by TCP) and
+waits for a ``receive`` in another task to take some (:meth:`TLSDriver._wait_for_room`),
+or raises :exc:`ReadAheadLimitError` when the receiving task is the waiting one.
+Ciphertext read ahead is at most one transport read (``TRANSPORT_RECEIVE_SIZE``)
+plus a partial record: the loop receives only after a step returned NEED_DATA,
+which the engine does only once its staged bytes are used. ``unwrap`` and ``aclose``
+discard instead of keeping. The closing operations wait for the peer at most
+``close_timeout`` seconds (a cancel scope of their own): ``aclose`` then closes the
+transport forcefully, ``unwrap`` breaks the stream with :exc:`CloseTimeoutError`.
 
 Consequences, per operation: a cancelled ``receive`` loses no data and leaves the
 stream usable unless it was flushing a protocol message (a KeyUpdate answer, a
