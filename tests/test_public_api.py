@@ -35,8 +35,13 @@ _DROP_IN = [
 ]
 
 
-#: parameters beyond anyio's (docs/migrating.md lists them)
-_EXTENSIONS = {"verify_peer"}
+#: parameters beyond anyio's and their defaults (docs/migrating.md lists them; the
+#: bounds' defaults are deliberate differences, documented there too)
+_EXTENSIONS = {
+    "verify_peer": None,
+    "max_read_ahead": 1024 * 1024,
+    "close_timeout": 5.0,
+}
 
 
 @pytest.mark.parametrize(
@@ -56,10 +61,10 @@ def test_signatures_match_anyio(path: str) -> None:
     # pass can change meaning), and only the documented ones.
     extra = list(ours.parameters)[len(theirs.parameters) :]
     assert list(ours.parameters)[: len(theirs.parameters)] == list(theirs.parameters)
-    assert set(extra) <= _EXTENSIONS, extra
+    assert set(extra) <= set(_EXTENSIONS), extra
     for name in extra:
         assert ours.parameters[name].kind is inspect.Parameter.KEYWORD_ONLY, name
-        assert ours.parameters[name].default is None, name
+        assert ours.parameters[name].default == _EXTENSIONS[name], name
     for name, param in theirs.parameters.items():
         assert ours.parameters[name].default == param.default, name
         assert ours.parameters[name].kind == param.kind, name

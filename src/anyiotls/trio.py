@@ -341,8 +341,9 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
             driver.mark_closed()
             await transport_stream.aclose()
             return
+        sent = False
         try:
-            with anyio.move_on_after(driver.close_timeout) as scope:
+            with anyio.move_on_after(driver.close_timeout):
                 await driver.handshake()
                 sent = await driver.send_close_notify()
         except BaseException:
@@ -350,7 +351,7 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
             await trio.aclose_forcefully(transport_stream)
             raise
         driver.mark_closed()
-        if scope.cancelled_caught or not sent:
+        if not sent:  # (close_timeout passed, in the handshake or while sending)
             await trio.aclose_forcefully(transport_stream)
         else:
             await transport_stream.aclose()
