@@ -643,6 +643,8 @@ async def open_ssl_over_tcp_stream(
     https_compatible: bool = False,
     ssl_context: ssl.SSLContext | None = None,
     happy_eyeballs_delay: float | None = DEFAULT_HAPPY_EYEBALLS_DELAY,
+    max_read_ahead: int = DEFAULT_MAX_READ_AHEAD,
+    close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
 ) -> SSLStream[trio.SocketStream]:
     """Connect over TCP and wrap the connection: ``trio.open_ssl_over_tcp_stream``.
 
@@ -652,7 +654,10 @@ async def open_ssl_over_tcp_stream(
 
     :param ssl_context: default: :func:`ssl.create_default_context`, with
         ``OP_IGNORE_UNEXPECTED_EOF`` cleared (as trio does)
+    :param max_read_ahead: not in trio; passed to :class:`SSLStream`
+    :param close_timeout: not in trio; passed to :class:`SSLStream`
     """
+    check_limits(max_read_ahead, close_timeout)
     tcp_stream = await trio.open_tcp_stream(
         host, port, happy_eyeballs_delay=happy_eyeballs_delay
     )
@@ -663,6 +668,8 @@ async def open_ssl_over_tcp_stream(
         ssl_context,
         server_hostname=host,
         https_compatible=https_compatible,
+        max_read_ahead=max_read_ahead,
+        close_timeout=close_timeout,
     )
 
 
@@ -673,15 +680,25 @@ async def open_ssl_over_tcp_listeners(
     host: str | bytes | None = None,
     https_compatible: bool = False,
     backlog: int | None = None,
+    max_read_ahead: int = DEFAULT_MAX_READ_AHEAD,
+    close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
 ) -> list[SSLListener[trio.SocketStream]]:
     """Listen for TLS over TCP: ``trio.open_ssl_over_tcp_listeners``.
 
     One :class:`SSLListener` per address :func:`trio.open_tcp_listeners` binds
-    (*host* ``None``: every wildcard address).
+    (*host* ``None``: every wildcard address). *max_read_ahead* and
+    *close_timeout* (not in trio) are passed to each :class:`SSLListener`.
     """
+    check_limits(max_read_ahead, close_timeout)
     tcp_listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
     return [
-        SSLListener(tcp_listener, ssl_context, https_compatible=https_compatible)
+        SSLListener(
+            tcp_listener,
+            ssl_context,
+            https_compatible=https_compatible,
+            max_read_ahead=max_read_ahead,
+            close_timeout=close_timeout,
+        )
         for tcp_listener in tcp_listeners
     ]
 
@@ -698,6 +715,8 @@ async def serve_ssl_over_tcp(
     task_status: trio.TaskStatus[
         list[SSLListener[trio.SocketStream]]
     ] = trio.TASK_STATUS_IGNORED,
+    max_read_ahead: int = DEFAULT_MAX_READ_AHEAD,
+    close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
 ) -> NoReturn:
     """Serve TLS over TCP forever: ``trio.serve_ssl_over_tcp``.
 
@@ -712,6 +731,8 @@ async def serve_ssl_over_tcp(
         host=host,
         https_compatible=https_compatible,
         backlog=backlog,
+        max_read_ahead=max_read_ahead,
+        close_timeout=close_timeout,
     )
     await trio.serve_listeners(
         handler, listeners, handler_nursery=handler_nursery, task_status=task_status
