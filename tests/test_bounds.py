@@ -813,3 +813,70 @@ async def test_tls12_renegotiating_writer_waits_for_a_receiving_task(
     assert stats["started"] >= 5
     assert stats["completed"] == stats["started"]
     assert backlog <= 16384
+
+
+@anyio_test
+@both_faces
+async def test_pha_wait_cancelled_while_waiting_for_room_loses_nothing(
+    face_name: str,
+    anyio_backend: Any,
+    pha_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+    client_cert: trustme.LeafCert,
+) -> None:
+    # The cancellation table's "waiting for room" row: nothing happened, the
+    # request stays pending, what was decrypted is still received, in order.
+    face = Face(face_name)
+    server_context, client_context = pha_contexts
+    total = 4 * 1024 * 1024
+    bound = 4 * CHUNK
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with served(uploading_pha_client(client_context, total)) as (
+            transport,
+            outcome,
+        ):
+            stream = await face.wrap(
+                transport, server_context, server_side=True, max_read_ahead=bound
+            )
+            digest = hashlib.sha256()
+            received = 0
+            go_on = anyio.Event()
+            peak = Peak(stream)
+
+            async def receiver() -> None:
+                nonlocal received
+                while received < total:
+                    data = await face.receive(stream)
+                    assert data
+                    digest.update(data)
+                    received += len(data)
+                    peak.sample()
+                    if stream._driver._backlog_reader is not None:
+                        # It has taken from the backlog: now a slow task.
+                        await go_on.wait()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(receiver)
+                with anyio.CancelScope() as scope:
+
+                    async def cancel_at_the_bound() -> None:
+                        # (polling: the driver signals nothing at the bound)
+                        while len(stream._driver._backlog) < bound:  # noqa: ASYNC110
+                            await anyio.sleep(0.001)
+                        await anyio.wait_all_tasks_blocked()
+                        scope.cancel()
+
+                    tg.start_soon(cancel_at_the_bound)
+                    await stream.verify_client_post_handshake()
+                assert scope.cancelled_caught
+                assert stream.client_certificate_pending
+                go_on.set()
+            assert received == total
+            await stream.verify_client_post_handshake()  # the client reads now
+            assert face.peer_certificate(stream) == der(client_cert)
+            await face.send(stream, b"done")
+            await stream.aclose()
+    peak.check(anyio_backend)
+    assert peak.backlog <= bound
+    sent, got = outcome[0]
+    assert digest.hexdigest() == sent
+    assert got == b"done"
