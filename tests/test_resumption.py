@@ -47,6 +47,7 @@ class _TCPConnectable:
     async def connect(self) -> anyio.abc.SocketStream:
         return await anyio.connect_tcp(self.host, self.port)
 
+
 HOSTNAME = "localhost"
 PAYLOAD = b"x" * 100
 TEST_TIMEOUT = 30

@@ -613,3 +613,52 @@ async def test_the_example_runs(anyio_backend: Any, tmp_path: Path) -> None:
     output = (result.stdout + result.stderr).decode(errors="replace")
     assert result.returncode == 0, output
     assert "b'hello over TLS' from ('127.0.0.1'" in output
+
+
+async def test_connect_tcp_and_listener_pass_the_stream_options_on(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    """session_cache, verify_peer, max_read_ahead and close_timeout reach the
+    streams made by connect_tcp and create_tcp_listener."""
+    seen: list[str] = []
+
+    async def client_check(stream: TLSStream) -> None:
+        seen.append("client:" + stream.extra(TLSAttribute.tls_version))
+
+    async def server_check(stream: TLSStream) -> None:
+        seen.append("server")
+
+    cache = anyiotls.SessionCache()
+    with anyio.fail_after(10):
+        async with tls_server(
+            server_context,
+            local_host="127.0.0.1",
+            verify_peer=server_check,
+            max_read_ahead=65536,
+            close_timeout=1.0,
+        ) as (listener, port):
+            assert listener.max_read_ahead == 65536
+            assert listener.close_timeout == 1.0
+            reused = []
+            for _ in range(2):
+                stream = await anyiotls.connect_tcp(
+                    "127.0.0.1",
+                    port,
+                    ssl_context=client_context,
+                    tls_hostname="localhost",
+                    session_cache=cache,
+                    verify_peer=client_check,
+                    close_timeout=1.0,
+                )
+                async with stream:
+                    await stream.send(b"ping")  # the tickets leave with the echo
+                    assert await stream.receive() == b"ping"
+                    reused.append(
+                        stream.extra(anyiotls.SessionAttribute.session_reused)
+                    )
+            assert reused == [False, True]
+            await anyio.wait_all_tasks_blocked()
+    assert seen.count("client:TLSv1.3") == 2
+    assert seen.count("server") == 2
+    with pytest.raises(ValueError, match="tls=False takes no"):
+        await anyiotls.connect_tcp("127.0.0.1", port, tls=False, session_cache=cache)

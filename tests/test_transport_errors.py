@@ -30,7 +30,7 @@ from anyiotls.trio import (
     serve_ssl_over_tcp,
 )
 
-from .pairs import memory_transports
+from .pairs import handshake_pair, memory_transports, tcp_transports
 
 pytestmark = pytest.mark.anyio
 
@@ -202,23 +202,28 @@ async def test_anyio_oserror_is_wrapped_as_anyio_wraps_it(
 async def test_anyio_own_close_during_receive_is_closed_resource_error(
     contexts: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:
+    # Over TCP: closing a socket wakes a task receiving from it on every AnyIO
+    # version (a memory object stream's receiver is not woken by AnyIO 4.0).
     with anyio.fail_after(TIMEOUT):
-        client, server, _, _ = await _anyio_pair(contexts, standard_compatible=False)
-        outcome: list[BaseException] = []
+        async with tcp_transports() as (client_t, server_t):
+            client, server = await handshake_pair(
+                client_t, server_t, *contexts, standard_compatible=False
+            )
+            outcome: list[BaseException] = []
 
-        async def receive() -> None:
-            try:
-                await client.receive()
-            except Exception as exc:
-                outcome.append(exc)
+            async def receive() -> None:
+                try:
+                    await client.receive()
+                except Exception as exc:
+                    outcome.append(exc)
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(receive)
-            await anyio.wait_all_tasks_blocked()
-            await client.aclose()
-        assert len(outcome) == 1
-        assert isinstance(outcome[0], anyio.ClosedResourceError)
-        await server.aclose()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(receive)
+                await anyio.wait_all_tasks_blocked()
+                await client.aclose()
+            assert len(outcome) == 1
+            assert isinstance(outcome[0], anyio.ClosedResourceError)
+            await server.aclose()
 
 
 # -- send_eof() on the AnyIO face: every state has its documented outcome --------------

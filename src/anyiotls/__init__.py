@@ -11,9 +11,11 @@ __all__ = (
     "ClientHello",
     "ClientHelloAttribute",
     "ClientHelloError",
+    "CloseTimeoutError",
     "PeerVerificationError",
     "PinMismatchError",
     "PostHandshakeAuthError",
+    "ReadAheadLimitError",
     "SessionAttribute",
     "SessionCache",
     "TCPListener",
@@ -49,9 +51,11 @@ from ._certs import x509_certificates as x509_certificates
 from ._clienthello import ClientHello as ClientHello
 from ._clienthello import ClientHelloError as ClientHelloError
 from ._exceptions import ChannelBindingError as ChannelBindingError
+from ._exceptions import CloseTimeoutError as CloseTimeoutError
 from ._exceptions import PeerVerificationError as PeerVerificationError
 from ._exceptions import PinMismatchError as PinMismatchError
 from ._exceptions import PostHandshakeAuthError as PostHandshakeAuthError
+from ._exceptions import ReadAheadLimitError as ReadAheadLimitError
 from ._session import SessionAttribute as SessionAttribute
 from ._session import SessionCache as SessionCache
 from ._sni import UnrecognizedNameError as UnrecognizedNameError

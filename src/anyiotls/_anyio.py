@@ -39,7 +39,13 @@ from ._attributes import ClientHelloAttribute
 from ._certs import certificate_attributes, get_channel_binding, make_verify_step
 from ._clienthello import ClientHello, ClientHelloError
 from ._context import default_context, encode_hostname
-from ._driver import FaceErrors, TLSDriver
+from ._driver import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_MAX_READ_AHEAD,
+    FaceErrors,
+    TLSDriver,
+    check_limits,
+)
 from ._engine import TLSEngine, is_ragged_eof
 from ._log import describe_handshake_error
 from ._misuse import check_server_context, side_error
@@ -103,12 +109,15 @@ class TLSStream(ByteStream):
         verify_peer: VerifyPeer | None = None,
         session: ssl.SSLSession | None = None,
         session_cache: SessionCache | None = None,
+        max_read_ahead: int = DEFAULT_MAX_READ_AHEAD,
+        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         """Prepare TLS over *transport_stream*; no handshake yet (see :meth:`wrap`).
 
         Takes the same arguments as :meth:`wrap` and raises what it raises before
         the handshake.
         """
+        check_limits(max_read_ahead, close_timeout)
         if server_side is None:
             server_side = not hostname
         if ssl_context is None:
@@ -157,6 +166,8 @@ class TLSStream(ByteStream):
             verify_peer=None
             if verify_peer is None
             else make_verify_step(verify_peer, self),
+            max_read_ahead=max_read_ahead,
+            close_timeout=close_timeout,
         )
         self._ssl_object = engine.ssl_object
 
@@ -172,6 +183,8 @@ class TLSStream(ByteStream):
         verify_peer: VerifyPeer | None = None,
         session: ssl.SSLSession | None = None,
         session_cache: SessionCache | None = None,
+        max_read_ahead: int = DEFAULT_MAX_READ_AHEAD,
+        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
     ) -> TLSStream:
         """Wrap *transport_stream* in TLS and perform the handshake.
 
@@ -204,6 +217,16 @@ class TLSStream(ByteStream):
         :raises ValueError: *session* was made with another context, or this is
             the server side; *session_cache* without *hostname*
         :raises TypeError: *session* is not an :class:`ssl.SSLSession`
+        :param max_read_ahead: most bytes of plaintext decrypted ahead of
+            :meth:`receive` by the operations that must read past application data
+            (:meth:`verify_client_post_handshake`, :meth:`send_eof` with a request
+            pending, a TLS 1.2 :meth:`send` during a renegotiation); at the limit
+            they stop reading the transport until :meth:`receive` takes some, or
+            raise :exc:`~anyiotls.ReadAheadLimitError` if no task is receiving
+            (see ``docs/reliability.md``). Default: 1 MiB
+        :param close_timeout: seconds :meth:`aclose`, :meth:`unwrap` and
+            :meth:`send_eof` wait for the peer; ``None``: as long as the caller's
+            cancel scope allows. Default: 5 (see ``docs/closing.md``)
         :raises ~ssl.SSLError: if the handshake fails (its own type, such as
             :exc:`ssl.SSLCertVerificationError`); the transport is then closed.
             Also at once, before anything is sent, if *ssl_context* is for the
@@ -225,6 +248,8 @@ class TLSStream(ByteStream):
             verify_peer=verify_peer,
             session=session,
             session_cache=session_cache,
+            max_read_ahead=max_read_ahead,
+            close_timeout=close_timeout,
         )
         # Not ``await stream.do_handshake()``: one frame less between this task
         # and the transport at each of the handshake's waits.
@@ -317,7 +342,9 @@ class TLSStream(ByteStream):
         """Encrypt and send *item*.
 
         :raises ~anyio.BrokenResourceError: the transport failed or a TLS error
-            occurred
+            occurred; or (``__cause__``: :exc:`~anyiotls.ReadAheadLimitError`) a
+            TLS 1.2 peer renegotiating sent ``max_read_ahead`` bytes ahead of its
+            handshake messages while no task was receiving them
         :raises ~anyio.ClosedResourceError: the stream was closed, unwrapped or
             :meth:`send_eof` was called
         :raises ~anyio.BusyResourceError: another task is sending
@@ -344,6 +371,13 @@ class TLSStream(ByteStream):
 
         :raises NotImplementedError: the connection uses TLS 1.2 or older, where the
             peer must answer close_notify at once and discard its pending writes
+        :raises ~anyiotls.ReadAheadLimitError: with a certificate request pending
+            (or data buffered), ``max_read_ahead`` bytes arrived that no task
+            receives: nothing was sent, receive them and call again
+        :raises ~anyiotls.CloseTimeoutError: ``close_timeout`` passed while waiting
+            for the pending certificate answer (nothing was sent, the stream is
+            usable) or for the transport to take close_notify (the stream is
+            broken)
 
         .. warning:: Cancelled, close_notify may or may not have left: the stream
             is broken if it was being sent.
@@ -361,6 +395,10 @@ class TLSStream(ByteStream):
         :raises PostHandshakeAuthError: a client closed without answering a
             pending certificate request (its late answer could otherwise end up
             in the plaintext after the downgrade)
+        :raises ~anyiotls.CloseTimeoutError: the peer's close_notify (or the
+            answer to a pending certificate request) did not arrive within
+            ``close_timeout``, also while it kept sending data; the stream is
+            broken, :meth:`aclose` closes the transport
 
         Application data the peer sent before its close_notify that was not
         received is discarded. A pending post-handshake authentication is completed
@@ -393,8 +431,12 @@ class TLSStream(ByteStream):
         Another task may go on receiving or sending meanwhile; application data
         that arrives before the answer is kept, in order, for :meth:`receive`. A
         client answers only while it is inside ``receive()``: against a client that
-        only sends, this waits (and buffers what it sends) until the caller's cancel
-        scope ends it.
+        only sends, this keeps at most ``max_read_ahead`` bytes of what it sends;
+        then it waits for another task's :meth:`receive` to take some, or, if no
+        task is receiving, raises :exc:`~anyiotls.ReadAheadLimitError` (receive,
+        then call again, or use :meth:`request_client_certificate` and let
+        :meth:`receive` process the answer). A client that sends nothing and never
+        reads makes it wait until the caller's cancel scope ends it.
 
         Both contexts are read when the streams are created: the server's needs
         ``post_handshake_auth = True``, ``verify_mode`` ``CERT_REQUIRED`` or
@@ -418,6 +460,9 @@ class TLSStream(ByteStream):
             close_notify (when ``standard_compatible``)
         :raises ~anyio.ClosedResourceError: the stream was closed, or
             :meth:`send_eof` was called
+        :raises ~anyiotls.ReadAheadLimitError: ``max_read_ahead`` bytes arrived
+            before the answer and no task is receiving them; the request stays
+            pending, the stream usable, nothing is lost
 
         .. warning:: Cancelled while waiting for another task's send to finish,
             nothing was sent and no request is pending. Cancelled while the request
@@ -464,18 +509,22 @@ class TLSStream(ByteStream):
         When ``standard_compatible``, sends close_notify and waits for the peer's,
         reading and discarding any data and session tickets still in flight (so
         unread data never turns into an error, nor our close into a TCP reset). A
-        peer that misbehaves or vanishes never makes this raise.
+        peer that misbehaves or vanishes never makes this raise. After
+        ``close_timeout`` seconds (a peer that never answers close_notify, or that
+        does not read ours, or another task's send that never ends) it stops
+        waiting and closes the transport forcefully; close_notify was sent unless
+        the transport did not take it.
 
-        .. warning:: A peer that never answers delays this as long as the caller's
-            cancel scope allows; cancelled, the transport is closed forcefully.
+        .. warning:: Cancelled, the transport is closed forcefully.
         """
         driver = self._driver
         keeper = self._session_keeper
         usable = driver.is_usable and driver.handshake_done
         try:
             if self.standard_compatible:
-                await driver.close_gracefully()
+                answered = await driver.close_gracefully()
             else:
+                answered = True
                 driver.mark_closed()
         except BaseException:
             driver.mark_closed()
@@ -487,18 +536,26 @@ class TLSStream(ByteStream):
             engine = driver.engine
             error = engine.error
             # Clean: a stream that never broke, and our close_notify left (a ragged
-            # EOF while waiting for the peer's means it did). OpenSSL keeps a
-            # session once this side sent close_notify, and many servers close
-            # without answering it; without ours it marks the session dead.
+            # EOF while waiting for the peer's means it did, and so does a close
+            # that timed out waiting for the peer's). OpenSSL keeps a session once
+            # this side sent close_notify, and many servers close without
+            # answering it; without ours it marks the session dead.
             if (
                 usable
                 and self.standard_compatible
-                and ((engine.peer_closed and error is None) or is_ragged_eof(error))
+                and (
+                    not answered
+                    or (engine.peer_closed and error is None)
+                    or is_ragged_eof(error)
+                )
             ):
                 keeper.closed_cleanly(self._ssl_object)
             else:
                 keeper.failed()
-        await self.transport_stream.aclose()
+        if answered:
+            await self.transport_stream.aclose()
+        else:
+            await aclose_forcefully(self.transport_stream)
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
@@ -544,6 +601,8 @@ class _AcceptedTLSStream(TLSStream):
         ssl_context: ssl.SSLContext,
         standard_compatible: bool,
         verify_peer: VerifyPeer | None,
+        max_read_ahead: int,
+        close_timeout: float | None,
         client_hello: ClientHello,
         prefix: bytes,
     ) -> None:
@@ -553,6 +612,8 @@ class _AcceptedTLSStream(TLSStream):
             ssl_context=ssl_context,
             standard_compatible=standard_compatible,
             verify_peer=verify_peer,
+            max_read_ahead=max_read_ahead,
+            close_timeout=close_timeout,
         )
         self._client_hello = client_hello
         # Every byte read for the ClientHello goes to the engine unchanged, as if
@@ -656,6 +717,8 @@ class TLSListener(Listener[TLSStream]):
     :param refuse_unknown_names: refuse a client whose server name is not in
         *sni_contexts* (``unrecognized_name`` alert,
         :exc:`~anyiotls.UnrecognizedNameError`) instead of giving it *ssl_context*
+    :param max_read_ahead: passed to :meth:`TLSStream.wrap`
+    :param close_timeout: passed to :meth:`TLSStream.wrap`
     :raises TypeError: if *ssl_context* is not an :class:`ssl.SSLContext`
     :raises ValueError: if *ssl_context* is a client context, or has no
         certificate (and no ``sni_callback`` that could supply one)
@@ -675,9 +738,14 @@ class TLSListener(Listener[TLSStream]):
         sni_contexts: Mapping[str, ssl.SSLContext] | None = None,
         select_context: SelectContext | None = None,
         refuse_unknown_names: bool = False,
+        max_read_ahead: int = DEFAULT_MAX_READ_AHEAD,
+        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         """See the class docstring."""
         check_server_context(ssl_context, where="TLSListener")
+        check_limits(max_read_ahead, close_timeout)
+        self.max_read_ahead = max_read_ahead
+        self.close_timeout = close_timeout
         self.listener = listener
         self.verify_peer = verify_peer
         self.ssl_context = ssl_context
@@ -777,6 +845,8 @@ class TLSListener(Listener[TLSStream]):
                             ssl_context=context,
                             standard_compatible=self.standard_compatible,
                             verify_peer=self.verify_peer,
+                            max_read_ahead=self.max_read_ahead,
+                            close_timeout=self.close_timeout,
                         )
                     else:
                         wrapped = await self._wrap_selected(stream, context, selection)
@@ -808,6 +878,8 @@ class TLSListener(Listener[TLSStream]):
             ssl_context=context,
             standard_compatible=self.standard_compatible,
             verify_peer=self.verify_peer,
+            max_read_ahead=self.max_read_ahead,
+            close_timeout=self.close_timeout,
             client_hello=hello,
             prefix=prefix,
         )
@@ -843,6 +915,8 @@ class TLSConnectable(_ConnectableBase):
         from and give new ones to (see :doc:`resumption`); default ``None``: every
         connection does a full handshake, as with AnyIO
     :raises ValueError: *session_cache* without *hostname*
+    :param max_read_ahead: passed to :meth:`TLSStream.wrap`
+    :param close_timeout: passed to :meth:`TLSStream.wrap`
     """
 
     def __init__(
@@ -854,8 +928,13 @@ class TLSConnectable(_ConnectableBase):
         standard_compatible: bool = True,
         verify_peer: VerifyPeer | None = None,
         session_cache: SessionCache | None = None,
+        max_read_ahead: int = DEFAULT_MAX_READ_AHEAD,
+        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         """See the class docstring."""
+        check_limits(max_read_ahead, close_timeout)
+        self.max_read_ahead = max_read_ahead
+        self.close_timeout = close_timeout
         self.connectable = connectable
         self.ssl_context: ssl.SSLContext = ssl_context or default_context(
             server_side=False
@@ -891,6 +970,8 @@ class TLSConnectable(_ConnectableBase):
                 standard_compatible=self.standard_compatible,
                 verify_peer=self.verify_peer,
                 session_cache=self.session_cache,
+                max_read_ahead=self.max_read_ahead,
+                close_timeout=self.close_timeout,
             )
         except BaseException:
             await aclose_forcefully(stream)

@@ -21,6 +21,10 @@ waiting for receive lock    nothing happened.
                             cancelled receive). The driver itself interrupts a
                             ``receive`` waiting here when another task put plaintext
                             in the backlog (``_to_backlog``): it returns that data.
+waiting for room            (a step stopped at the backlog's bound, waiting for
+                            another task's ``receive``) nothing happened: the
+                            backlog keeps what was decrypted; a TLS 1.2 ``send``
+                            that had to wait is broken, as at ``transport.receive``.
 waiting for the handshake   (a task waiting for another task's handshake) nothing
                             happened to the stream.
 the ``verify_peer`` hook    as a cancelled handshake: the stream is broken (the
@@ -38,6 +42,20 @@ state the loop resumes from: the loop calls the step again, OpenSSL wants a writ
 retried with the same data, the engine raises a recorded error again, and plaintext
 put back at the front of the backlog is what the next read step returns first.
 
+Bounds. Only ``receive`` reads for the application at its own pace; the other steps
+that must read past application data (a post-handshake certificate waiter, a TLS 1.2
+writer during a renegotiation, ``send_eof``) decrypt it into the backlog, at most
+``max_read_ahead`` bytes (:meth:`TLSDriver._backlog_room`). At the bound the retry
+loop reads nothing more from the transport (the peer is held back by TCP) and
+waits for a ``receive`` in another task to take some (:meth:`TLSDriver._wait_for_room`),
+or raises :exc:`ReadAheadLimitError` when the receiving task is the waiting one.
+Ciphertext read ahead is at most one transport read (``TRANSPORT_RECEIVE_SIZE``)
+plus a partial record: the loop receives only after a step returned NEED_DATA,
+which the engine does only once its staged bytes are used. ``unwrap`` and ``aclose``
+discard instead of keeping. The closing operations wait for the peer at most
+``close_timeout`` seconds (a cancel scope of their own): ``aclose`` then closes the
+transport forcefully, ``unwrap`` breaks the stream with :exc:`CloseTimeoutError`.
+
 Consequences, per operation: a cancelled ``receive`` loses no data and leaves the
 stream usable unless it was flushing a protocol message (a KeyUpdate answer, a
 post-handshake reply) right then; a cancelled ``send`` either sent nothing (usable) or
@@ -49,7 +67,13 @@ the stream (OpenSSL may have encrypted part of the item and must be retried with
 
 from __future__ import annotations
 
-__all__ = ("FaceErrors", "TLSDriver")
+__all__ = (
+    "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_MAX_READ_AHEAD",
+    "FaceErrors",
+    "TLSDriver",
+    "check_limits",
+)
 
 import enum
 import ssl
@@ -67,7 +91,7 @@ from anyio.lowlevel import (
 )
 
 from ._engine import NEED_DATA, TLSEngine, is_ragged_eof
-from ._exceptions import PostHandshakeAuthError
+from ._exceptions import CloseTimeoutError, PostHandshakeAuthError, ReadAheadLimitError
 from ._locks import FIFOLock
 
 _T = TypeVar("_T")
@@ -80,6 +104,41 @@ RECEIVE_SIZE = 65536
 
 #: Seconds a fatal error may spend telling the peer (an alert) before giving up.
 ALERT_SEND_TIMEOUT = 1.0
+
+#: Default ``max_read_ahead``: plaintext an operation other than ``receive`` may
+#: decrypt ahead of the application (the backlog) before it stops reading the
+#: transport. 64 full records: a renegotiation or a certificate answer that arrives
+#: behind a burst of data is still seen, while a peer that floods (or uploads a body
+#: while the server waits for its certificate) is held back by TCP, not our memory.
+DEFAULT_MAX_READ_AHEAD = 1048576
+
+#: Default ``close_timeout``: seconds the closing operations wait for the peer
+#: (its close_notify, a pending certificate answer, a transport that takes our
+#: close_notify). Real servers often never answer close_notify; a few seconds is
+#: long enough for any peer that does, over any network.
+DEFAULT_CLOSE_TIMEOUT = 5.0
+
+
+def check_limits(max_read_ahead: int, close_timeout: float | None) -> None:
+    """Raise :exc:`TypeError`/:exc:`ValueError` for a bad ``max_read_ahead`` or
+    ``close_timeout`` (called by the faces' constructors, listeners and helpers)."""
+    if isinstance(max_read_ahead, bool) or not isinstance(max_read_ahead, int):
+        raise TypeError(
+            f"max_read_ahead must be an int, not {type(max_read_ahead).__name__}"
+        )
+    if max_read_ahead < 1:
+        raise ValueError(f"max_read_ahead must be >= 1, not {max_read_ahead}")
+    if close_timeout is not None:
+        if isinstance(close_timeout, bool) or not isinstance(
+            close_timeout, (int, float)
+        ):
+            raise TypeError(
+                "close_timeout must be a number of seconds or None, not "
+                f"{type(close_timeout).__name__}"
+            )
+        if not close_timeout >= 0:  # also refuses NaN
+            raise ValueError(f"close_timeout must be >= 0, not {close_timeout}")
+
 
 #: What a byte stream transport is asked for per receive: what asyncio reads per
 #: socket read anyway. Bulk transfers take fewer, larger reads (AnyIO's asyncio
@@ -237,15 +296,18 @@ class TLSDriver:
 
     __slots__ = (
         "_backlog",
+        "_backlog_reader",
         "_before_handshake",
         "_broken_cause",
         "_close_notify_sent",
+        "_close_timeout",
         "_cp",
         "_engine",
         "_errors",
         "_handshake",
         "_handshake_finished",
         "_held",
+        "_max_read_ahead",
         "_ragged_eof_is_error",
         "_receive_size",
         "_receive_wakeable",
@@ -254,6 +316,7 @@ class TLSDriver:
         "_recv_lock",
         "_recv_wakeup",
         "_renegotiable",
+        "_room_made",
         "_send_lock",
         "_sending",
         "_state",
@@ -276,8 +339,14 @@ class TLSDriver:
         errors: FaceErrors,
         ragged_eof_is_error: bool,
         verify_peer: Callable[[], Awaitable[None]] | None = None,
+        max_read_ahead: int = DEFAULT_MAX_READ_AHEAD,
+        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         self._engine = engine
+        #: most plaintext kept in the backlog (see "Bounds" in the module docstring)
+        self._max_read_ahead = max_read_ahead
+        #: seconds the closing operations wait for the peer (``None``: no limit)
+        self._close_timeout = close_timeout
         #: run after the handshake's messages, before it counts as done (see
         #: :meth:`handshake`); raises an ssl.SSLError to reject the peer
         self._verify_peer = verify_peer
@@ -314,6 +383,11 @@ class TLSDriver:
         self._renegotiable = True
         #: plaintext decrypted but not yet returned by ``receive`` (kept in order)
         self._backlog = bytearray()
+        #: the task whose ``receive`` last took data from the backlog (None: none
+        #: yet): at the bound, a step in another task waits for it to make room
+        self._backlog_reader: int | None = None
+        #: set when ``receive`` makes room in a full backlog (made by a waiter)
+        self._room_made: Event | None = None
         #: the TLS version the handshake agreed on (the SSLObject's ``version()``
         #: says ``None`` again after some failures, e.g. a ragged EOF)
         self._version: str | None = None
@@ -344,6 +418,11 @@ class TLSDriver:
     def engine(self) -> TLSEngine:
         """The engine this driver moves bytes for."""
         return self._engine
+
+    @property
+    def close_timeout(self) -> float | None:
+        """Seconds the closing operations wait for the peer (``None``: no limit)."""
+        return self._close_timeout
 
     @property
     def handshake_done(self) -> bool:
@@ -389,6 +468,7 @@ class TLSDriver:
         if self._state is _State.OPEN:
             self._state = _State.BROKEN
             self._broken_cause = cause
+            self._wake_room_waiters()
         exc = (
             self._errors.closed()
             if self._state is _State.CLOSED
@@ -442,6 +522,7 @@ class TLSDriver:
     def mark_closed(self) -> None:
         """Make every later operation raise the face's ``ClosedResourceError``."""
         self._state = _State.CLOSED
+        self._wake_room_waiters()
 
     # -- the retry loop --------------------------------------------------------------
 
@@ -525,7 +606,12 @@ class TLSDriver:
                 if holding:
                     send_lock.release()
                     holding = False
-                await self._receive_into_engine(wakeable)
+                if len(self._backlog) >= self._max_read_ahead:
+                    # The step stopped decrypting at the bound: read nothing more
+                    # from the transport until receive() takes some of it.
+                    await self._wait_for_room()
+                else:
+                    await self._receive_into_engine(wakeable)
                 yielded = True
         except BaseException as exc:
             if must_finish:
@@ -626,21 +712,63 @@ class TLSDriver:
         """Keep plaintext a non-receiving step had to decrypt, for ``receive()``.
 
         Wakes a ``receive()`` blocked on the transport (the data it waits for may
-        be this) and makes lock waiters retry their step before receiving.
+        be this) and makes lock waiters retry their step before receiving. The
+        caller keeps the backlog within ``max_read_ahead`` (:meth:`_backlog_room`).
         """
         self._backlog += data
         self._recv_count += 1
         if self._recv_wakeup is not None:
             self._recv_wakeup.cancel()
 
-    def _drain_to_backlog(self) -> None:
-        """Decrypt all buffered application data into the backlog."""
+    def _backlog_room(self) -> int:
+        """How much more plaintext the backlog may take (0: it is full)."""
+        return max(0, self._max_read_ahead - len(self._backlog))
+
+    def _drain_to_backlog(self) -> bool:
+        """Decrypt buffered application data into the backlog, up to its bound.
+
+        Returns ``True`` if it stopped at the bound with input still buffered.
+        """
         engine = self._engine
         while True:
-            data = engine.read(RECEIVE_SIZE)
+            room = self._backlog_room()
+            if not room:
+                return engine.has_buffered_input
+            data = engine.read(min(room, RECEIVE_SIZE))
             if not data:  # NEED_DATA, or close_notify (read() says b"" again later)
-                return
+                return False
             self._to_backlog(data)
+
+    async def _wait_for_room(self) -> None:
+        """Wait until ``receive()`` takes data from the full backlog.
+
+        Waits if another task is inside ``receive()``, or if the last ``receive()``
+        that took from the backlog ran in another task (a receiving task between
+        two calls). Otherwise the stream's receiver is the waiting task itself (or
+        there is none yet), which cannot receive while it waits: nobody would make
+        room, so it raises :exc:`ReadAheadLimitError`. The face's exception if the
+        stream breaks or is closed meanwhile.
+        """
+        reader = self._backlog_reader
+        if not self._receiving and (reader is None or reader == get_current_task().id):
+            await checkpoint()
+            raise ReadAheadLimitError(
+                f"the peer sent {len(self._backlog)} bytes (max_read_ahead) that no "
+                "receive() has taken, and no task is receiving: receive() them, "
+                "then try again"
+            )
+        event = self._room_made
+        if event is None:
+            event = self._room_made = Event()
+        await event.wait()
+        if self._state is not _State.OPEN:
+            raise self._state_error()
+
+    def _wake_room_waiters(self) -> None:
+        event = self._room_made
+        if event is not None:
+            self._room_made = None
+            event.set()
 
     def _write_step(self, data: bytes | bytearray | memoryview) -> int | None:
         """``write()``, with application data first taken out of its way (TLS 1.2).
@@ -653,8 +781,10 @@ class TLSDriver:
         use ``write()`` directly (see ``_renegotiable``).
         """
         engine = self._engine
-        if engine.has_buffered_input:
-            self._drain_to_backlog()
+        if engine.has_buffered_input and self._drain_to_backlog():
+            # Full backlog, input still buffered (maybe application data that
+            # write() cannot take): the retry loop waits for receive() to make room.
+            return NEED_DATA
         return engine.write(data)
 
     # -- operations ------------------------------------------------------------------
@@ -766,6 +896,9 @@ class TLSDriver:
         if backlog:  # another task (post-handshake auth) decrypted data first
             data = bytes(backlog[:max_bytes])
             del backlog[:max_bytes]
+            self._backlog_reader = get_current_task().id
+            if self._room_made is not None:  # a step waits at the bound
+                self._wake_room_waiters()
             return data
         return self._engine.read(max_bytes)
 
@@ -896,7 +1029,8 @@ class TLSDriver:
                     lock_first=True,
                     resumed=resumed,
                 )
-            except ssl.SSLError as exc:
+            except (ssl.SSLError, ReadAheadLimitError) as exc:
+                # (the stream is broken either way: OpenSSL may hold part of data)
                 raise self._break(exc) from exc
         finally:
             self._sending = False
@@ -922,19 +1056,32 @@ class TLSDriver:
             if self._close_notify_sent:
                 await cancel_shielded_checkpoint()
                 return
-            if self._engine.client_auth_pending:
-                # No handshake message may follow our close_notify (see unwrap).
+            with move_on_after(self._close_timeout) as scope:
+                if self._engine.client_auth_pending:
+                    # No handshake message may follow our close_notify (see unwrap).
+                    try:
+                        await self.wait_client_auth()
+                    except ssl.SSLError as exc:
+                        raise self._break(exc) from exc
+                # The unwrap step keeps what is buffered in the backlog: within its
+                # bound, since it is decrypted here first.
+                while self._drain_to_backlog():
+                    await self._wait_for_room()
+                self._close_notify_sent = True
                 try:
-                    await self.wait_client_auth()
+                    await self._retry(
+                        self._engine.unwrap, self._backlog, lock_first=True, once=True
+                    )
                 except ssl.SSLError as exc:
                     raise self._break(exc) from exc
-            self._close_notify_sent = True
-            try:
-                await self._retry(
-                    self._engine.unwrap, self._backlog, lock_first=True, once=True
-                )
-            except ssl.SSLError as exc:
-                raise self._break(exc) from exc
+            if scope.cancelled_caught:
+                if not self._close_notify_sent:  # nothing sent: usable, as cancelled
+                    raise CloseTimeoutError(
+                        f"the client did not answer the pending certificate request "
+                        f"within close_timeout ({self._close_timeout} s); nothing "
+                        "was sent"
+                    )
+                raise self._timed_out("sending close_notify")
 
     async def unwrap(self) -> bytes:
         """Complete the closing handshake; return the plaintext that followed it.
@@ -945,18 +1092,37 @@ class TLSDriver:
         Cancelled while waiting for the peer's close_notify: may be called again.
         """
         await self._ensure_usable()
-        if self._engine.client_auth_pending:
+        # Not received before the close: discarded (so the backlog's bound cannot
+        # make the closing handshake wait for a receive()).
+        self._backlog.clear()
+        with move_on_after(self._close_timeout) as scope:
+            if self._engine.client_auth_pending:
+                try:
+                    await self.wait_client_auth(keep=False)
+                except ssl.SSLError as exc:
+                    raise self._break(exc) from exc
+            self._close_notify_sent = True
             try:
-                await self.wait_client_auth()
+                await self._retry(self._engine.unwrap, None)
             except ssl.SSLError as exc:
                 raise self._break(exc) from exc
-        self._close_notify_sent = True
-        try:
-            await self._retry(self._engine.unwrap, None)
-        except ssl.SSLError as exc:
-            raise self._break(exc) from exc
+        if scope.cancelled_caught:
+            raise self._timed_out("the closing handshake")
         self._state = _State.CLOSED
         return self._engine.leftover()
+
+    def _timed_out(self, what: str) -> CloseTimeoutError:
+        """Break the stream for a closing step that exceeded ``close_timeout``."""
+        exc = CloseTimeoutError(
+            f"the peer did not complete {what} within close_timeout "
+            f"({self._close_timeout} s)"
+        )
+        if self._state is not _State.CLOSED:
+            # (also over a cancelled flush's cause: this one says why)
+            self._state = _State.BROKEN
+            self._broken_cause = exc
+            self._wake_room_waiters()
+        return exc
 
     async def unwrap_exclusive(self) -> bytes:
         """:meth:`unwrap`, refused while another task sends or receives (trio's rule).
@@ -966,20 +1132,28 @@ class TLSDriver:
         with self._claimed(sending=True, receiving=True):
             return await self.unwrap()
 
-    async def send_close_notify(self) -> None:
+    async def send_close_notify(self) -> bool:
         """Send close_notify once, without waiting for the peer's (trio's ``aclose``).
 
         Only a checkpoint unless the stream is open and handshaken. A peer that went
         away first is not an error: TLS and transport errors are swallowed, since the
         caller closes the transport next. Waits for the inner send lock if another
         task is sending. Cancelled: close_notify may or may not have left.
+
+        Returns ``False`` if it gave up at ``close_timeout`` (a peer that does not
+        read, or another task's send that never ends): the caller should close the
+        transport forcefully.
         """
         if self._state is not _State.OPEN or self._handshake is not _Handshake.DONE:
             await checkpoint()
-            return
+            return True
         self._close_notify_sent = True
-        with suppress(ssl.SSLError, self._errors.broken, self._errors.closed):
+        with (
+            move_on_after(self._close_timeout) as scope,
+            suppress(ssl.SSLError, self._errors.broken, self._errors.closed),
+        ):
             await self._retry(self._engine.unwrap, None, lock_first=True, once=True)
+        return not scope.cancelled_caught
 
     async def wait_send_ready(self, wait: Callable[[], Awaitable[Any]]) -> None:
         """Run the transport's *wait* (trio's ``wait_send_all_might_not_block``).
@@ -999,22 +1173,32 @@ class TLSDriver:
             finally:
                 self._send_lock.release()
 
-    async def close_gracefully(self) -> None:
+    async def close_gracefully(self) -> bool:
         """Send close_notify and wait for the peer's; never raise for a bad peer.
 
         A broken or never-handshaken stream is just marked closed. Errors from a peer
         that vanished or misbehaved are swallowed: the caller closes the transport
         next anyway. Cancellation propagates.
+
+        Returns ``False`` if it gave up at ``close_timeout`` (the peer did not answer,
+        did not read our close_notify, or another task's send never ended): the
+        caller should close the transport forcefully.
         """
         try:
             if self._state is _State.OPEN and self._handshake is _Handshake.DONE:
                 self._close_notify_sent = True
-                with suppress(ssl.SSLError, self._errors.broken, self._errors.closed):
+                self._backlog.clear()  # nobody can receive it any more
+                with (
+                    move_on_after(self._close_timeout) as scope,
+                    suppress(ssl.SSLError, self._errors.broken, self._errors.closed),
+                ):
                     await self._retry(self._engine.unwrap, None)
-            else:
-                await checkpoint()
+                return not scope.cancelled_caught
+            await checkpoint()
+            return True
         finally:
             self._state = _State.CLOSED
+            self._wake_room_waiters()
 
     # -- post-handshake client authentication ---------------------------------------
 
@@ -1082,10 +1266,14 @@ class TLSDriver:
             raise PostHandshakeAuthError(f"OpenSSL refused the request: {exc}") from exc
         return engine.do_handshake()
 
-    async def wait_client_auth(self) -> None:
+    async def wait_client_auth(self, *, keep: bool = True) -> None:
         """Wait until the client's answer to a pending request has been processed.
 
-        Application data that arrives meanwhile is kept for ``receive``. Raises the
+        Application data that arrives meanwhile is kept for ``receive`` (*keep*; else
+        discarded, for ``unwrap``), up to ``max_read_ahead``: there it waits for
+        another task's ``receive`` to take some, or raises
+        :exc:`ReadAheadLimitError` if none is receiving (the request stays
+        pending, nothing is lost; see :meth:`_wait_for_room`). Raises the
         ssl error (and breaks the stream) if the client's answer is rejected, also
         when another task's ``receive`` processed it; the face's
         ``BrokenResourceError`` if the transport fails or ends without close_notify
@@ -1099,7 +1287,7 @@ class TLSDriver:
             await cancel_shielded_checkpoint()
             return
         try:
-            await self._retry(self._client_auth_step, None)
+            await self._retry(self._client_auth_step, keep)
         except ssl.SSLError as exc:
             if is_ragged_eof(exc):
                 if not self._ragged_eof_is_error:  # a close, as receive() sees it
@@ -1108,7 +1296,7 @@ class TLSDriver:
             self._break(exc)
             raise
 
-    def _client_auth_step(self, _: None) -> bool | None:
+    def _client_auth_step(self, keep: bool) -> bool | None:
         engine = self._engine
         if engine.error is not None:  # e.g. another task's receive saw the answer fail
             raise engine.error
@@ -1117,12 +1305,17 @@ class TLSDriver:
         while engine.client_auth_pending:
             # Data goes to the backlog, which every receive step empties before it
             # decrypts anything new: order is kept even with a receiver running.
-            data = engine.read(RECEIVE_SIZE)
+            # At its bound: NEED_DATA, and the retry loop waits for a receive().
+            room = self._backlog_room() if keep else RECEIVE_SIZE
+            if not room:
+                return NEED_DATA
+            data = engine.read(min(room, RECEIVE_SIZE))
             if data is NEED_DATA:
                 return NEED_DATA if engine.client_auth_pending else True
             if not data:
                 # After close_notify nothing may follow; an OpenSSL client that
                 # sent it first still answers, after it (see unwrap).
                 raise _closed_without_answer()
-            self._to_backlog(data)
+            if keep:
+                self._to_backlog(data)
         return True

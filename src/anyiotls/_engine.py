@@ -53,6 +53,8 @@ writer first decrypts buffered input into a *backlog* that ``receive`` empties b
 it decrypts anything new (order is kept), and wakes a ``receive`` blocked on the
 transport, since the data it waits for may now be in the backlog. A post-handshake
 authentication waiter does the same with the data that arrives before the answer.
+The backlog is bounded (``max_read_ahead``); what happens at the bound is the
+driver's (the "Bounds" paragraph of ``_driver.py``).
 
 Errors
 ------

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 __all__ = (
     "ChannelBindingError",
+    "CloseTimeoutError",
     "PeerVerificationError",
     "PinMismatchError",
     "PostHandshakeAuthError",
+    "ReadAheadLimitError",
 )
 
 import ssl
@@ -62,4 +64,33 @@ class ChannelBindingError(ValueError):
     server's own certificate), or ``tls-exporter`` (CPython's ``ssl`` cannot export
     keying material). A :exc:`ValueError`, as :meth:`ssl.SSLObject.get_channel_binding`
     raises for a type it does not know.
+    """
+
+
+class ReadAheadLimitError(Exception):
+    """The peer sent ``max_read_ahead`` bytes that no ``receive()`` has taken yet.
+
+    Only an operation other than ``receive`` decrypts ahead of the application (a
+    post-handshake certificate wait, ``send_eof()`` with a request pending, a TLS 1.2
+    send during a renegotiation). At the limit it stops reading the transport and
+    waits for ``receive()`` to take the data, if another task is receiving; if none
+    is (none is inside ``receive()`` and none took any of that data), nobody would,
+    and it raises this instead. Nothing is lost: ``receive()`` returns the data.
+
+    Raised by ``verify_client_post_handshake()`` and ``send_eof()`` with the stream
+    usable and the certificate request still pending (receive, then call again). A
+    TLS 1.2 send is broken by it (OpenSSL may have taken part of the data): it
+    raises the face's ``BrokenResourceError`` with this as ``__cause__``.
+    """
+
+
+class CloseTimeoutError(TimeoutError):
+    """The peer did not complete the closing handshake within ``close_timeout``.
+
+    Raised by ``unwrap()`` (and ``send_eof()``): our close_notify may have been
+    sent, the peer's did not arrive in time (or, with a certificate request
+    pending, the client's answer did not). The stream is broken afterwards (a
+    downgrade to plaintext is impossible); ``aclose()`` then only closes the
+    transport. A :exc:`TimeoutError`, as AnyIO's ``fail_after`` raises.
+    ``aclose()`` does not raise it: it closes the transport at the limit.
     """

@@ -17,7 +17,7 @@ import errno
 import socket
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from ipaddress import ip_address
 from typing import Any, Literal, overload
@@ -34,7 +34,10 @@ from anyio import (
 from anyio.abc import IPAddressType, SocketListener, SocketStream, TaskGroup
 from anyio.streams.stapled import MultiListener
 
-from ._anyio import TLSListener, TLSStream
+from ._anyio import TLSListener, TLSStream, VerifyPeer
+from ._driver import DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_READ_AHEAD
+from ._session import SessionCache
+from ._sni import SelectContext
 
 #: The families :func:`anyio.create_tcp_listener` takes.
 AnyIPAddressFamily = Literal[
@@ -197,6 +200,10 @@ async def connect_tcp(
     local_host: IPAddressType | None = ...,
     happy_eyeballs_delay: float = ...,
     tls: Literal[True] = ...,
+    session_cache: SessionCache | None = ...,
+    verify_peer: VerifyPeer | None = ...,
+    max_read_ahead: int = ...,
+    close_timeout: float | None = ...,
 ) -> TLSStream: ...
 
 
@@ -224,6 +231,10 @@ async def connect_tcp(
     local_host: IPAddressType | None = None,
     happy_eyeballs_delay: float = 0.25,
     tls: bool = True,
+    session_cache: SessionCache | None = None,
+    verify_peer: VerifyPeer | None = None,
+    max_read_ahead: int = DEFAULT_MAX_READ_AHEAD,
+    close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
 ) -> TLSStream | SocketStream:
     """Connect over TCP and do the TLS handshake, on the fast transport.
 
@@ -246,6 +257,12 @@ async def connect_tcp(
         :class:`anyio.abc.SocketStream`), for a STARTTLS protocol; upgrade it later
         with :meth:`TLSStream.wrap` (or :mod:`anyiotls.starttls`), whose
         :meth:`~TLSStream.unwrap` hands this stream back
+    :param session_cache: resume sessions from this :class:`~anyiotls.SessionCache`
+        and give new ones to it (keyed by the context, host name and port; needs
+        *ssl_context*, see :doc:`resumption`)
+    :param verify_peer: :meth:`TLSStream.wrap`'s (see :doc:`certificates`)
+    :param max_read_ahead: :meth:`TLSStream.wrap`'s
+    :param close_timeout: :meth:`TLSStream.wrap`'s
     :return: a :class:`TLSStream` whose extra attributes include the
         :class:`~anyio.abc.SocketAttribute` ones; with ``tls=False``, the plaintext
         socket stream
@@ -257,8 +274,16 @@ async def connect_tcp(
 
     .. warning:: Cancelled, no connection is left open.
     """
-    if not tls and (ssl_context is not None or tls_hostname is not None):
-        raise ValueError("tls=False takes no ssl_context and no tls_hostname")
+    if not tls and (
+        ssl_context is not None
+        or tls_hostname is not None
+        or session_cache is not None
+        or verify_peer is not None
+    ):
+        raise ValueError(
+            "tls=False takes no ssl_context, tls_hostname, session_cache or "
+            "verify_peer (pass them to TLSStream.wrap() at the upgrade)"
+        )
     if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
         raise TypeError(
             f"ssl_context must be an ssl.SSLContext, not {type(ssl_context).__name__}"
@@ -275,6 +300,10 @@ async def connect_tcp(
             hostname=tls_hostname or host,
             ssl_context=ssl_context,
             standard_compatible=tls_standard_compatible,
+            session_cache=session_cache,
+            verify_peer=verify_peer,
+            max_read_ahead=max_read_ahead,
+            close_timeout=close_timeout,
         )
     except BaseException:
         await aclose_forcefully(stream)
@@ -364,6 +393,12 @@ async def create_tcp_listener(
     standard_compatible: bool = ...,
     handshake_timeout: float = ...,
     tls: Literal[True] = ...,
+    verify_peer: VerifyPeer | None = ...,
+    sni_contexts: Mapping[str, ssl.SSLContext] | None = ...,
+    select_context: SelectContext | None = ...,
+    refuse_unknown_names: bool = ...,
+    max_read_ahead: int = ...,
+    close_timeout: float | None = ...,
 ) -> TLSListener: ...
 
 
@@ -391,6 +426,12 @@ async def create_tcp_listener(
     standard_compatible: bool = True,
     handshake_timeout: float = 30,
     tls: bool = True,
+    verify_peer: VerifyPeer | None = None,
+    sni_contexts: Mapping[str, ssl.SSLContext] | None = None,
+    select_context: SelectContext | None = None,
+    refuse_unknown_names: bool = False,
+    max_read_ahead: int = DEFAULT_MAX_READ_AHEAD,
+    close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
 ) -> TLSListener | MultiListener[SocketStream]:
     """Listen on TCP and serve TLS streams on the fast transport.
 
@@ -398,7 +439,9 @@ async def create_tcp_listener(
     makes the listening sockets: no *local_host* listens on every IPv4 and IPv6
     interface, a name resolving to several addresses gives one listener on all)
     and for :class:`TLSListener` (*ssl_context*, *standard_compatible*,
-    *handshake_timeout*). ``serve()`` handshakes each connection as
+    *handshake_timeout*, and the keywords after *tls*: *verify_peer*,
+    *sni_contexts*, *select_context*, *refuse_unknown_names*, *max_read_ahead*,
+    *close_timeout*). ``serve()`` handshakes each connection as
     :meth:`TLSListener.serve` does.
 
     :param ssl_context: the server context (required unless ``tls=False``)
@@ -437,4 +480,10 @@ async def create_tcp_listener(
         ssl_context,
         standard_compatible=standard_compatible,
         handshake_timeout=handshake_timeout,
+        verify_peer=verify_peer,
+        sni_contexts=sni_contexts,
+        select_context=select_context,
+        refuse_unknown_names=refuse_unknown_names,
+        max_read_ahead=max_read_ahead,
+        close_timeout=close_timeout,
     )

@@ -40,7 +40,13 @@ from anyio.abc import AnyByteStream, ByteStream
 from ._certs import get_channel_binding, make_verify_step, peer_chain
 from ._clienthello import ClientHello, ClientHelloError
 from ._context import default_context, encode_hostname
-from ._driver import FaceErrors, TLSDriver
+from ._driver import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_MAX_READ_AHEAD,
+    FaceErrors,
+    TLSDriver,
+    check_limits,
+)
 from ._engine import TLSEngine, is_ragged_eof, session_error
 from ._locks import ConflictDetector
 from ._misuse import check_server_context, side_error
@@ -125,6 +131,19 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
         :exc:`trio.BrokenResourceError` whose ``__cause__`` is an
         :exc:`anyiotls.PeerVerificationError` (whose ``__cause__`` is the hook's
         exception). Cancelled, it breaks the stream as a cancelled handshake does.
+    :param max_read_ahead: not in trio: most bytes of plaintext decrypted ahead of
+        :meth:`receive_some` by :meth:`verify_client_post_handshake`,
+        ``send_eof()`` with a request pending, or a TLS 1.2 :meth:`send_all`
+        during a renegotiation. At the limit they stop reading the transport until
+        :meth:`receive_some` takes some, or raise
+        :exc:`anyiotls.ReadAheadLimitError` if no task is receiving (a
+        :meth:`send_all`: :exc:`trio.BrokenResourceError` from it). Default: 1 MiB
+    :param close_timeout: not in trio: seconds :meth:`aclose` may spend sending
+        close_notify (to a peer that does not read, or behind another task's
+        send that never ends) before it closes the transport forcefully, and
+        :meth:`unwrap` (and ``send_eof()``) may wait for the peer before raising
+        :exc:`anyiotls.CloseTimeoutError`; ``None``: as long as the caller's cancel
+        scope allows. Default: 5
 
     :param session_cache: (clients; not in trio) a :class:`anyiotls.SessionCache`:
         the session to resume comes from it, keyed by the context,
@@ -167,8 +186,11 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
         https_compatible: bool = False,
         verify_peer: VerifyPeer | None = None,
         session_cache: SessionCache | None = None,
+        max_read_ahead: int = DEFAULT_MAX_READ_AHEAD,
+        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         """See the class docstring."""
+        check_limits(max_read_ahead, close_timeout)
         if not isinstance(ssl_context, ssl.SSLContext):
             raise TypeError(
                 "ssl_context must be an ssl.SSLContext, not "
@@ -222,6 +244,8 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
                 # trio leaves the transport to aclose(); a rejected peer is cut off
                 on_reject=partial(trio.aclose_forcefully, transport_stream),
             ),
+            max_read_ahead=max_read_ahead,
+            close_timeout=close_timeout,
         )
 
     @property
@@ -402,6 +426,9 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
             transport delivers next
         :raises trio.BrokenResourceError: the transport failed or ended first
         :raises trio.BusyResourceError: another task is sending or receiving
+        :raises anyiotls.CloseTimeoutError: the peer's close_notify did not arrive
+            within ``close_timeout`` (also while it kept sending data); the stream
+            is broken, :meth:`aclose` closes the transport
 
         Application data the peer sent before its close_notify and that was not
         received is discarded.
@@ -430,6 +457,9 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
         (so the peer sees a clean close), sends close_notify without waiting for the
         peer's, then closes the transport. When ``https_compatible``, or if the
         stream is broken, only closes the transport. Closing again does nothing.
+        The handshake and close_notify get ``close_timeout`` seconds together (a
+        peer that does not read, another task's send that never ends); then the
+        transport is closed forcefully, without an error.
 
         :raises trio.BrokenResourceError: the handshake this had to perform failed
             (the transport is closed anyway)
@@ -449,9 +479,11 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
             driver.mark_closed()
             await transport_stream.aclose()
             return
+        sent = False
         try:
-            await driver.handshake()
-            await driver.send_close_notify()
+            with anyio.move_on_after(driver.close_timeout):
+                await driver.handshake()
+                sent = await driver.send_close_notify()
         except BaseException:
             if keeper is not None:
                 keeper.failed()
@@ -466,7 +498,10 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
             else:
                 keeper.failed()
         driver.mark_closed()
-        await transport_stream.aclose()
+        if not sent:  # (close_timeout passed, in the handshake or while sending)
+            await trio.aclose_forcefully(transport_stream)
+        else:
+            await transport_stream.aclose()
 
     # -- beyond trio: TLS 1.3 post-handshake client authentication --------------------
 
@@ -486,6 +521,9 @@ class SSLStream(trio.abc.Stream, Generic[T_Stream]):
             CERT_REQUIRED when the stream is created), or this is the client side
         :raises trio.BrokenResourceError: the client's answer was rejected
             (``__cause__``: the :exc:`ssl.SSLError`), or the stream failed
+        :raises anyiotls.ReadAheadLimitError: ``max_read_ahead`` bytes arrived
+            before the answer and no task is receiving them; the request stays
+            pending, the stream usable, nothing is lost (receive, then call again)
 
         .. warning:: Cancelled while waiting for the answer, the request stays
             pending and the stream usable: a certificate that arrives later is
@@ -680,6 +718,8 @@ class HalfCloseableSSLStream(SSLStream[T_Stream], trio.abc.HalfCloseableStream):
             :meth:`receive_some` read that as ``b""``)
         :raises trio.ClosedResourceError: the stream was closed or unwrapped
         :raises trio.BusyResourceError: another task is sending
+        :raises anyiotls.ReadAheadLimitError: as the AnyIO face's ``send_eof()``
+        :raises anyiotls.CloseTimeoutError: as the AnyIO face's ``send_eof()``
 
         .. warning:: Cancelled, close_notify may or may not have left: the stream
             is broken if it was being sent.
@@ -747,6 +787,8 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
     :param handshake_timeout: seconds the ClientHello may take to arrive and
         *select_context* to answer (only with *sni_contexts*/*select_context*; the
         rest of the handshake is bounded by the caller's cancel scopes, as in trio)
+    :param max_read_ahead: passed to :class:`SSLStream`
+    :param close_timeout: passed to :class:`SSLStream`
 
     A refused connection's handshake raises :exc:`trio.BrokenResourceError` whose
     ``__cause__`` is :exc:`anyiotls.ClientHelloError` (not a well-formed
@@ -772,9 +814,14 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
         select_context: SelectContext | None = None,
         refuse_unknown_names: bool = False,
         handshake_timeout: float = 30,
+        max_read_ahead: int = DEFAULT_MAX_READ_AHEAD,
+        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         """See the class docstring."""
         check_server_context(ssl_context, where="SSLListener")
+        check_limits(max_read_ahead, close_timeout)
+        self._max_read_ahead = max_read_ahead
+        self._close_timeout = close_timeout
         self.transport_listener = transport_listener
         self._ssl_context = ssl_context
         self._https_compatible = https_compatible
@@ -855,6 +902,8 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
             server_side=True,
             https_compatible=self._https_compatible,
             verify_peer=self._verify_peer,
+            max_read_ahead=self._max_read_ahead,
+            close_timeout=self._close_timeout,
         )
         if selection is not None:
             stream._choose_context_first(context, selection, self.handshake_timeout)
@@ -879,6 +928,8 @@ async def open_ssl_over_tcp_stream(
     ssl_context: ssl.SSLContext | None = None,
     happy_eyeballs_delay: float | None = DEFAULT_HAPPY_EYEBALLS_DELAY,
     session_cache: SessionCache | None = None,
+    max_read_ahead: int = DEFAULT_MAX_READ_AHEAD,
+    close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
 ) -> SSLStream[trio.SocketStream]:
     """Connect over TCP and wrap the connection: ``trio.open_ssl_over_tcp_stream``.
 
@@ -891,7 +942,10 @@ async def open_ssl_over_tcp_stream(
     :param session_cache: not in trio: passed to :class:`SSLStream` (resumes a
         cached session for this host and port; needs an explicit *ssl_context*,
         see :doc:`resumption`)
+    :param max_read_ahead: not in trio; passed to :class:`SSLStream`
+    :param close_timeout: not in trio; passed to :class:`SSLStream`
     """
+    check_limits(max_read_ahead, close_timeout)
     if ssl_context is None:
         if session_cache is not None:
             raise ValueError(
@@ -908,6 +962,8 @@ async def open_ssl_over_tcp_stream(
         server_hostname=host,
         https_compatible=https_compatible,
         session_cache=session_cache,
+        max_read_ahead=max_read_ahead,
+        close_timeout=close_timeout,
     )
 
 
@@ -924,6 +980,8 @@ async def open_ssl_over_tcp_listeners(
     select_context: SelectContext | None = None,
     refuse_unknown_names: bool = False,
     handshake_timeout: float = 30,
+    max_read_ahead: int = DEFAULT_MAX_READ_AHEAD,
+    close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
 ) -> list[SSLListener[trio.SocketStream]]:
     """Listen for TLS over TCP: ``trio.open_ssl_over_tcp_listeners``.
 
@@ -931,6 +989,7 @@ async def open_ssl_over_tcp_listeners(
     (*host* ``None``: every wildcard address). Beyond trio's arguments, the
     keywords after *backlog* are :class:`SSLListener`'s.
     """
+    check_limits(max_read_ahead, close_timeout)
     tcp_listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
     return [
         SSLListener(
@@ -943,6 +1002,8 @@ async def open_ssl_over_tcp_listeners(
             select_context=select_context,
             refuse_unknown_names=refuse_unknown_names,
             handshake_timeout=handshake_timeout,
+            max_read_ahead=max_read_ahead,
+            close_timeout=close_timeout,
         )
         for tcp_listener in tcp_listeners
     ]
@@ -966,6 +1027,8 @@ async def serve_ssl_over_tcp(
     select_context: SelectContext | None = None,
     refuse_unknown_names: bool = False,
     handshake_timeout: float = 30,
+    max_read_ahead: int = DEFAULT_MAX_READ_AHEAD,
+    close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
 ) -> NoReturn:
     """Serve TLS over TCP forever: ``trio.serve_ssl_over_tcp``.
 
@@ -987,6 +1050,8 @@ async def serve_ssl_over_tcp(
         select_context=select_context,
         refuse_unknown_names=refuse_unknown_names,
         handshake_timeout=handshake_timeout,
+        max_read_ahead=max_read_ahead,
+        close_timeout=close_timeout,
     )
     await trio.serve_listeners(
         handler, listeners, handler_nursery=handler_nursery, task_status=task_status
