@@ -25,7 +25,8 @@ SETUP is one of the names in ``SETUPS`` below; each says what the block may use:
   ``anyiotls serve --certs-dir certs`` writes it.
 - ``tls-stream``: a fragment with ``stream`` (a client :class:`TLSStream` connected
   to a local echo server, which answers close_notify with its own and then sends
-  the line ``b"plaintext after TLS\\r\\n"``) and ``context`` (the client's context).
+  the line ``b"plaintext after TLS\\r\\n"``), ``context`` (the client's context)
+  and ``port`` (the echo server's on 127.0.0.1, which takes more connections).
 - ``pha-server``: a fragment with ``stream``, the *server* side of a TLS 1.3
   connection whose client offers post-handshake authentication with a
   certificate, keeps reading, and first sends ``b"GET / HTTP/1.0\\r\\n\\r\\n"``.
@@ -271,7 +272,7 @@ async def _tls_stream(env: Env) -> AsyncIterator[dict[str, Any]]:
             stream = await TLSStream.wrap(
                 tcp, hostname="localhost", ssl_context=context
             )
-            yield {"stream": stream, "context": context}
+            yield {"stream": stream, "context": context, "port": port}
             with anyio.move_on_after(2):
                 with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                     await stream.aclose()
@@ -489,7 +490,9 @@ SETUPS: dict[str, Setup] = {
     "program": Setup(_program, "program"),
     "files": Setup(_files, "fragment"),
     "tls-stream": Setup(
-        _tls_stream, "fragment", "stream: TLSStream, context: ssl.SSLContext"
+        _tls_stream,
+        "fragment",
+        "stream: TLSStream, context: ssl.SSLContext, port: int",
     ),
     "pha-server": Setup(_pha_server, "fragment", "stream: TLSStream"),
     "anyiotls-serve": Setup(_anyiotls_serve, "program"),

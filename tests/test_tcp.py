@@ -23,6 +23,9 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 from anyio.abc import SocketAttribute
 
 import anyiotls
@@ -279,7 +282,7 @@ async def test_all_attempts_failing_raises_oserror_with_the_causes(
     with pytest.raises(OSError, match="All connection attempts failed") as info:
         await anyiotls.connect_tcp("service.test", dead[0], tls=False)
     group = info.value.__cause__
-    assert isinstance(group, BaseExceptionGroup)  # noqa: F821 (3.11+, or exceptiongroup)
+    assert isinstance(group, BaseExceptionGroup)
     assert len(group.exceptions) == 2
 
 
