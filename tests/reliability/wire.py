@@ -78,9 +78,13 @@ class WireEnd(ByteStream):
         self.peer: WireEnd
 
     async def send(self, item: bytes) -> None:
-        for piece in self.mangle(self.sent, bytes(item)):
-            await self.send_stream.send(piece)
-            self.peer.waiting = False  # something is on its way to the peer
+        try:
+            for piece in self.mangle(self.sent, bytes(item)):
+                await self.send_stream.send(piece)
+                self.peer.waiting = False  # something is on its way to the peer
+        except Exception as exc:
+            self.wire.raised.append(exc)
+            raise
         self.sent += len(item)
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
@@ -92,8 +96,14 @@ class WireEnd(ByteStream):
                 self.wire.cut()
             try:
                 data = await self.receive_stream.receive()
+            except Exception as exc:
+                self.wire.raised.append(exc)
+                raise
             finally:
                 self.waiting = False
+        except Exception as exc:
+            self.wire.raised.append(exc)
+            raise
         self.received += len(data)
         return data
 
@@ -121,6 +131,8 @@ class Wire:
         self.client.peer = self.server
         self.server.peer = self.client
         self.was_cut = False
+        #: every exception a send or receive of either end raised, in order
+        self.raised: list[BaseException] = []
 
     def cut(self) -> None:
         """End both directions: every receive sees the end of the stream."""
