@@ -20,6 +20,7 @@ asserted growth twice over. No test asserts a wall-clock time.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import os
 import socket
@@ -712,11 +713,27 @@ async def test_aclose_beside_a_send_the_peer_never_reads(
                 tg.start_soon(sender)
                 await anyio.sleep(0.05)  # let the sender fill the kernel buffers
                 await stream.aclose()  # the send lock is never free: gives up
+                if _CLOSE_DOES_NOT_WAKE_A_SEND and face_name.startswith("anyio"):
+                    # AnyIO 4.0's asyncio socket stream, closed forcefully, never
+                    # wakes a blocked send (its abort() is skipped under the
+                    # cancelled scope): aclose() returned; the send ends with its
+                    # own scope (docs/closing.md)
+                    await anyio.sleep(0.2)
+                    if not errors:
+                        tg.cancel_scope.cancel()
             release.set()
-    # The sender was stopped by our close, as a send interrupted by it is.
-    assert len(errors) == 1
-    assert isinstance(errors[0], face.closed)
+    if errors or not _CLOSE_DOES_NOT_WAKE_A_SEND:
+        # The sender was stopped by our close, as a send interrupted by it is.
+        assert len(errors) == 1
+        assert isinstance(errors[0], face.closed)
     assert isinstance(outcome[0], bytes)
+
+
+#: AnyIO 4.0 (the lowest we test) on asyncio: see
+#: test_aclose_beside_a_send_the_peer_never_reads
+_CLOSE_DOES_NOT_WAKE_A_SEND = tuple(
+    int(part) for part in importlib.metadata.version("anyio").split(".")[:2]
+) == (4, 0)
 
 
 # -- the defaults and bad values -------------------------------------------------------
