@@ -80,6 +80,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.from_thread
+import anyio.streams.stapled
 import anyio.to_thread
 import pytest
 import trustme
@@ -225,6 +226,38 @@ async def _echo_then_plaintext(stream: TLSStream) -> None:
 
 
 @asynccontextmanager
+async def _serving(
+    listener: anyio.streams.stapled.MultiListener[anyio.abc.SocketStream],
+    handler: Callable[[anyio.abc.SocketStream], Any],
+) -> AsyncIterator[None]:
+    """Serve *listener* with *handler* until the block ends; then close the listener
+    and every connection it accepted.
+
+    Not ``listener.serve()``: it leaves closing to the handler, and a handler cancelled
+    when the block ends (or before its task first ran, on asyncio) leaves its socket
+    to the garbage collector, whose ResourceWarning then fails whichever test it
+    happens to run in.
+    """
+    accepted: list[anyio.abc.SocketStream] = []
+
+    async def accept_forever(one: Any, tg: anyio.abc.TaskGroup) -> None:
+        while True:
+            stream = await one.accept()
+            accepted.append(stream)
+            tg.start_soon(handler, stream)
+
+    try:
+        async with listener, anyio.create_task_group() as tg:
+            for one in listener.listeners:
+                tg.start_soon(accept_forever, one, tg)
+            yield
+            tg.cancel_scope.cancel()
+    finally:
+        for stream in accepted:
+            await anyio.aclose_forcefully(stream)
+
+
+@asynccontextmanager
 async def _tls_server(
     env: Env, handler: Callable[[TLSStream], Any], context: ssl.SSLContext
 ) -> AsyncIterator[int]:
@@ -235,13 +268,11 @@ async def _tls_server(
         try:
             tls = await TLSStream.wrap(raw, server_side=True, ssl_context=context)
         except (anyio.BrokenResourceError, ssl.SSLError):
-            return
+            return  # _serving closes raw
         await handler(tls)
 
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, serve_one)
+    async with _serving(listener, serve_one):
         yield listener.extra(anyio.abc.SocketAttribute.local_port)
-        tg.cancel_scope.cancel()
 
 
 def _server_context(env: Env, *names: str) -> ssl.SSLContext:
@@ -266,6 +297,7 @@ async def _files(env: Env) -> AsyncIterator[dict[str, Any]]:
 async def _tls_stream(env: Env) -> AsyncIterator[dict[str, Any]]:
     server = _server_context(env, "localhost")
     async with _tls_server(env, _echo_then_plaintext, server) as port:
+        env.addresses[("127.0.0.1", port)] = ("127.0.0.1", port)  # "more connections"
         context = _client_context(env)
         tcp = await _connect_tcp("127.0.0.1", port)
         try:
@@ -420,8 +452,7 @@ async def _smtp(env: Env) -> AsyncIterator[dict[str, Any]]:
     # The stand-in's certificate is from the test's CA: trusted like a public one.
     env.monkeypatch.setattr(ssl, "create_default_context", trusting_default_context)
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, lambda raw: _smtp_stand_in(raw, context))
+    async with _serving(listener, lambda raw: _smtp_stand_in(raw, context)):
         port = listener.extra(anyio.abc.SocketAttribute.local_port)
         for documented in (25, 587):
             env.addresses[("mail.example.org", documented)] = ("127.0.0.1", port)
@@ -430,7 +461,6 @@ async def _smtp(env: Env) -> AsyncIterator[dict[str, Any]]:
             yield {"plain": plain}
         finally:
             await anyio.aclose_forcefully(plain)
-            tg.cancel_scope.cancel()
 
 
 @asynccontextmanager
