@@ -52,11 +52,9 @@ from ._misuse import check_server_context, side_error
 from ._session import SessionAttribute, SessionCache, SessionKeeper
 from ._sni import (
     ALERT_SEND_TIMEOUT,
-    FilePath,
     SelectContext,
     Selection,
-    ServerNames,
-    load_server_context,
+    ServesNames,
     read_client_hello,
     refusal_alert,
 )
@@ -678,7 +676,7 @@ def _from_cache(
     return session, SessionKeeper(cache, ssl_context, hostname, port, session)
 
 
-class TLSListener(Listener[TLSStream]):
+class TLSListener(ServesNames, Listener[TLSStream]):
     """Wraps a listener and performs a TLS handshake on every accepted connection.
 
     A handshake that fails or exceeds *handshake_timeout* is passed to
@@ -756,53 +754,6 @@ class TLSListener(Listener[TLSStream]):
         self._selection: Selection | None = None
         if sni_contexts is not None or select_context is not None:
             self.sni_contexts = sni_contexts or {}
-
-    @property
-    def sni_contexts(self) -> Mapping[str, ssl.SSLContext]:
-        """The host name table (read-only; assign a new mapping to change it).
-
-        Normalised: lower-case A-labels. Empty if none was given.
-        """
-        return self._selection.names if self._selection is not None else {}
-
-    @sni_contexts.setter
-    def sni_contexts(self, contexts: Mapping[str, ssl.SSLContext]) -> None:
-        # Built whole, then swapped in one assignment: a connection sees either
-        # the old table or the new one.
-        self._selection = Selection(
-            ServerNames(contexts), self._select_context, self._refuse_unknown_names
-        )
-
-    def reload_certificate(
-        self,
-        certfile: FilePath,
-        keyfile: FilePath | None = None,
-        *,
-        password: str | bytes | Callable[[], str | bytes] | None = None,
-        server_name: str | None = None,
-        make_context: Callable[[], ssl.SSLContext] | None = None,
-    ) -> ssl.SSLContext:
-        """Load a certificate and key into a *new* context and use it from now on.
-
-        Replaces :attr:`ssl_context`, or with *server_name* that name's entry in
-        :attr:`sni_contexts` (added if missing). Connections already accepted keep
-        the context they have. If the files cannot be loaded, this raises and
-        nothing changes. *make_context* builds the context before the files are
-        loaded (ALPN and other settings); see :func:`~anyiotls.load_server_context`.
-
-        :return: the new context
-        :raises OSError: a file cannot be read (nothing changed)
-        :raises ssl.SSLError: the files are not a matching certificate and key
-            (nothing changed)
-        """
-        context = load_server_context(
-            certfile, keyfile, password=password, make_context=make_context
-        )
-        if server_name is None:
-            self.ssl_context = context
-        else:
-            self.sni_contexts = {**self.sni_contexts, server_name: context}
-        return context
 
     @staticmethod
     async def handle_handshake_error(exc: BaseException, stream: AnyByteStream) -> None:

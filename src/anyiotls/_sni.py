@@ -19,6 +19,7 @@ __all__ = (
     "SelectContext",
     "Selection",
     "ServerNames",
+    "ServesNames",
     "UnrecognizedNameError",
     "load_server_context",
     "read_client_hello",
@@ -295,3 +296,64 @@ def load_server_context(
         )
     context.load_cert_chain(certfile, keyfile, password)
     return context
+
+
+class ServesNames:
+    """The host name table and certificate reload, shared by both faces' listeners.
+
+    The listener sets ``ssl_context`` (an attribute or a property), and
+    ``_select_context``, ``_refuse_unknown_names`` and ``_selection`` in its
+    initializer.
+    """
+
+    ssl_context: ssl.SSLContext
+    _select_context: SelectContext | None
+    _refuse_unknown_names: bool
+    _selection: Selection | None
+
+    @property
+    def sni_contexts(self) -> Mapping[str, ssl.SSLContext]:
+        """The host name table (read-only; assign a new mapping to change it).
+
+        Normalised: lower-case A-labels. Empty if none was given.
+        """
+        return self._selection.names if self._selection is not None else {}
+
+    @sni_contexts.setter
+    def sni_contexts(self, contexts: Mapping[str, ssl.SSLContext]) -> None:
+        # Built whole, then swapped in one assignment: a connection sees either
+        # the old table or the new one.
+        self._selection = Selection(
+            ServerNames(contexts), self._select_context, self._refuse_unknown_names
+        )
+
+    def reload_certificate(
+        self,
+        certfile: FilePath,
+        keyfile: FilePath | None = None,
+        *,
+        password: str | bytes | Callable[[], str | bytes] | None = None,
+        server_name: str | None = None,
+        make_context: Callable[[], ssl.SSLContext] | None = None,
+    ) -> ssl.SSLContext:
+        """Load a certificate and key into a *new* context and use it from now on.
+
+        Replaces :attr:`ssl_context`, or with *server_name* that name's entry in
+        :attr:`sni_contexts` (added if missing). Connections already accepted keep
+        the context they have. If the files cannot be loaded, this raises and
+        nothing changes. *make_context* builds the context before the files are
+        loaded (ALPN and other settings); see :func:`~anyiotls.load_server_context`.
+
+        :return: the new context
+        :raises OSError: a file cannot be read (nothing changed)
+        :raises ssl.SSLError: the files are not a matching certificate and key
+            (nothing changed)
+        """
+        context = load_server_context(
+            certfile, keyfile, password=password, make_context=make_context
+        )
+        if server_name is None:
+            self.ssl_context = context
+        else:
+            self.sni_contexts = {**self.sni_contexts, server_name: context}
+        return context

@@ -53,11 +53,9 @@ from ._misuse import check_server_context, side_error
 from ._session import SessionCache, SessionKeeper
 from ._sni import (
     ALERT_SEND_TIMEOUT,
-    FilePath,
     SelectContext,
     Selection,
-    ServerNames,
-    load_server_context,
+    ServesNames,
     read_client_hello,
     refusal_alert,
 )
@@ -756,7 +754,7 @@ def _from_cache(
     return session, SessionKeeper(cache, ssl_context, hostname, port, session)
 
 
-class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
+class SSLListener(ServesNames, trio.abc.Listener[SSLStream[T_Stream]]):
     """Wraps a :class:`trio.abc.Listener` so that it accepts :class:`SSLStream` objects.
 
     The handshake happens on the accepted stream's first use (as in trio), not in
@@ -849,46 +847,6 @@ class SSLListener(trio.abc.Listener[SSLStream[T_Stream]]):
                 f"ssl_context must be an ssl.SSLContext, not {type(context).__name__}"
             )
         self._ssl_context = context
-
-    @property
-    def sni_contexts(self) -> Mapping[str, ssl.SSLContext]:
-        """The host name table (read-only; assign a new mapping to change it)."""
-        return self._selection.names if self._selection is not None else {}
-
-    @sni_contexts.setter
-    def sni_contexts(self, contexts: Mapping[str, ssl.SSLContext]) -> None:
-        self._selection = Selection(
-            ServerNames(contexts), self._select_context, self._refuse_unknown_names
-        )
-
-    def reload_certificate(
-        self,
-        certfile: FilePath,
-        keyfile: FilePath | None = None,
-        *,
-        password: str | bytes | Callable[[], str | bytes] | None = None,
-        server_name: str | None = None,
-        make_context: Callable[[], ssl.SSLContext] | None = None,
-    ) -> ssl.SSLContext:
-        """Load a certificate and key into a *new* context and use it from now on.
-
-        As :meth:`anyiotls.TLSListener.reload_certificate`: replaces
-        :attr:`ssl_context` (or *server_name*'s entry in :attr:`sni_contexts`);
-        raises and changes nothing if the files cannot be loaded.
-
-        :return: the new context
-        :raises OSError: a file cannot be read (nothing changed)
-        :raises ssl.SSLError: the files are not a matching certificate and key
-            (nothing changed)
-        """
-        context = load_server_context(
-            certfile, keyfile, password=password, make_context=make_context
-        )
-        if server_name is None:
-            self.ssl_context = context
-        else:
-            self.sni_contexts = {**self.sni_contexts, server_name: context}
-        return context
 
     async def accept(self) -> SSLStream[T_Stream]:
         """Accept the next connection and wrap it in an :class:`SSLStream`."""
