@@ -342,3 +342,41 @@ def test_instruction_guard_of_the_own_tcp_transport_uses_its_own_limits() -> Non
             fast.name == "anyiotls.tcp" and reference.name == "anyio"
             for fast, reference in pairs
         ), backend
+
+
+@pytest.mark.parametrize(
+    ("anyiotls_cost", "exit_code"), [(100, 0), (200, 1)], ids=["within", "over"]
+)
+def test_instruction_check_reports_every_guarded_pair(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    anyiotls_cost: int,
+    exit_code: int,
+) -> None:
+    # main() end to end, with callgrind's runs replaced by a cost per operation:
+    # the table, the ratios and the verdict CI acts on (a bug here once failed CI
+    # only after every count had run).
+    cost = {"anyiotls": anyiotls_cost, "anyiotls.tcp": 80, "anyio": 100}
+    asked: list[tuple[str, str, str, int]] = []
+
+    def fake_count(
+        impl: Any, scenario: str, operations: int, backend: str
+    ) -> dict[str, int]:
+        asked.append((backend, scenario, impl.name, operations))
+        return {"Python": cost[impl.name] * operations, "OpenSSL": 0, "libc": 0}
+
+    monkeypatch.setattr(instructions, "count", fake_count)
+    monkeypatch.setattr(instructions.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(instructions.sys, "argv", ["instructions", "--check"])
+    with pytest.raises(SystemExit) as exited:
+        instructions.main()
+    assert exited.value.code == exit_code
+    out = capsys.readouterr().out
+    # --check counts only what a guard compares, each reference once
+    assert sorted({name for _, _, name, _ in asked}) == sorted(cost)
+    assert len(asked) == len(set(asked))
+    for backend in ("asyncio", "trio"):
+        for scenario in ("c", "d"):
+            assert f"({scenario}) {backend}: {anyiotls_cost / 100:.3f}" in out
+            assert f"({scenario}) {backend}: 0.800 <= " in out
+    assert ("REGRESSION" in out) == (exit_code == 1)
