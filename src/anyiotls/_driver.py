@@ -284,6 +284,17 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
+class _StepKind(enum.Enum):
+    """What a step of :meth:`TLSDriver._retry` does for its caller."""
+
+    #: the handshake, unwrap, waiting for a client certificate
+    PROTOCOL = "protocol"
+    #: ``receive``: returns plaintext the application asked for
+    READ = "read"
+    #: ``send``: encrypts the application's data
+    WRITE = "write"
+
+
 class _Handshake(enum.Enum):
     NOT_STARTED = "not started"
     RUNNING = "running"
@@ -530,42 +541,36 @@ class TLSDriver:
         self,
         step: Callable[[_A], _T | None],
         arg: _A,
-        *,
-        lock_first: bool = False,
-        keep_on_failure: bool = False,
-        once: bool = False,
-        yielded: bool = False,
-        hold_final: bool = False,
-        wakeable: bool = False,
-        resumed: bool = False,
+        kind: _StepKind = _StepKind.PROTOCOL,
+        started: bool = False,
     ) -> _T | None:
         """Call *step* until it returns a result; flush after every call.
 
-        * ``lock_first``: take the send lock before the first call (``write``), so
-          cancellation cannot strike between encrypting the item and sending it.
-        * ``keep_on_failure``: a result is plaintext; if flushing after it fails or is
-          cancelled, put it back into the backlog so no byte is lost.
-        * ``once``: return after the first call and its flush, even with NEED_DATA.
-        * ``yielded``: the caller already yielded to the event loop.
-        * ``hold_final``: if the step finishes under TLS 1.3, keep what its last call
-          wrote (a server's session tickets) for the next flush instead of sending it.
-        * ``wakeable``: passed to :meth:`_receive_into_engine` (``receive()`` only).
-        * ``resumed``: the step (a ``write``) already returned NEED_DATA once, in
-          ``send``'s fast path: from now on it must be finished.
+        *kind* says what the step does for its caller (see :class:`_StepKind`):
+        a ``WRITE`` (``send``) takes the send lock before its first call, so a
+        cancellation cannot strike between encrypting the item and sending it; a
+        ``READ`` (``receive``) returns plaintext, put back into the backlog if the
+        flush after it fails, and its wait for the transport may be woken by another
+        task's plaintext. *started*: the caller's fast path already made the first
+        attempt, through the cancellation check and (a read) a checkpoint; for a
+        write that means the step asked for data, so it must now be finished.
 
-        Raises what the step raises (:exc:`ssl.SSLError`), the face's
-        ``BrokenResourceError`` when the transport fails, or a cancellation.
+        Raises what the step raises (:exc:`ssl.SSLError`), what the transport raises
+        (see :meth:`_transport_failed`), or a cancellation.
 
         Invariant: the send lock is held only while calling the step or flushing,
         never while waiting for the peer.
         """
         engine = self._engine
         send_lock = self._send_lock
+        writing = kind is _StepKind.WRITE
+        wakeable = kind is _StepKind.READ and self._receive_wakeable
         holding = False
-        must_finish = resumed  # a write that needed data must be retried, or break
+        yielded = started
+        must_finish = writing and started  # a write that needed data, or break
         try:
             while True:
-                if lock_first and not holding:
+                if writing and not holding:
                     if not send_lock.try_acquire():
                         yielded |= await send_lock.acquire()
                     holding = True
@@ -579,14 +584,6 @@ class TLSDriver:
                             holding = True
                         await self._send_alert()
                     raise
-                if (
-                    hold_final
-                    and result is not NEED_DATA
-                    and engine.ssl_object.version() == "TLSv1.3"
-                ):
-                    # Taken out of the BIO without the send lock: no other task can
-                    # run a step before the handshake ends, so nothing is in between.
-                    self._held += engine.data_to_send()
                 if engine.has_data_to_send:
                     try:
                         if not holding:
@@ -596,13 +593,12 @@ class TLSDriver:
                         await self._flush()
                         yielded = True
                     except BaseException:
-                        if keep_on_failure and isinstance(result, bytes) and result:
+                        if kind is _StepKind.READ and isinstance(result, bytes):
                             self._backlog[0:0] = result
                         raise
-                if result is not NEED_DATA or once:
+                if result is not NEED_DATA:
                     break
-                if lock_first:
-                    must_finish = True
+                must_finish = writing
                 if holding:
                     send_lock.release()
                     holding = False
@@ -623,6 +619,32 @@ class TLSDriver:
         if not yielded:
             await self._cp.cancel_shielded_checkpoint()
         return result
+
+    async def _send_message(self, step: Callable[[_A], Any], arg: _A) -> None:
+        """Call *step*, which only writes a protocol message (close_notify, a
+        CertificateRequest), once under the send lock, and flush what it wrote.
+
+        Taking the lock first means a cancellation while waiting for it leaves
+        nothing queued; the flush's cancellation rules are :meth:`_flush`'s.
+        """
+        send_lock = self._send_lock
+        yielded = False
+        if not send_lock.try_acquire():
+            yielded = await send_lock.acquire()
+        try:
+            try:
+                step(arg)
+            except ssl.SSLError:
+                if self._engine.has_data_to_send:
+                    await self._send_alert()
+                raise
+            if self._engine.has_data_to_send:
+                await self._flush()
+                yielded = True
+        finally:
+            send_lock.release()
+        if not yielded:
+            await self._cp.cancel_shielded_checkpoint()
 
     def _take_outgoing(self) -> bytes:
         """Everything due to the peer: held tickets first, then the outgoing BIO."""
@@ -840,10 +862,12 @@ class TLSDriver:
             # the client only sends (the OpenSSL issues 7948 and 7967; trio's
             # _ssl.py holds them back the same way), and every handshake would
             # cost the server one more transport send.
+            engine = self._engine
             await self._retry(
-                self._engine.do_handshake,
+                self._server_handshake_step
+                if engine.server_side
+                else engine.do_handshake,
                 None,
-                hold_final=self._engine.server_side,
             )
             if self._verify_peer is not None:
                 # Before the handshake counts as done: tasks waiting for it (and
@@ -877,6 +901,18 @@ class TLSDriver:
             if finished is not None:  # tasks wait for this handshake
                 finished.set()
                 self._handshake_finished = None  # they hold it; ~1 KiB per stream
+
+    def _server_handshake_step(self, _: None) -> bool | None:
+        """``do_handshake()`` for a server: under TLS 1.3, what its last call wrote
+        (the session tickets) is held back for the next flush (see
+        :meth:`handshake`)."""
+        engine = self._engine
+        result = engine.do_handshake()
+        if result is not NEED_DATA and engine.ssl_object.version() == "TLSv1.3":
+            # Taken out of the BIO without the send lock: no other task can run a
+            # step before the handshake ends, so nothing is in between.
+            self._held += engine.data_to_send()
+        return result
 
     async def _ensure_usable(self) -> None:
         """Raise if the stream is broken or closed; handshake if needed.
@@ -954,11 +990,7 @@ class TLSDriver:
                         self._backlog[0:0] = result
             try:
                 data = await self._retry(
-                    self._read_step,
-                    max_bytes,
-                    keep_on_failure=True,
-                    yielded=yielded,
-                    wakeable=wakeable,
+                    self._read_step, max_bytes, _StepKind.READ, started=yielded
                 )
             except ssl.SSLError as exc:
                 if not self._ragged_eof_is_error and is_ragged_eof(exc):
@@ -1026,8 +1058,8 @@ class TLSDriver:
                 await self._retry(
                     self._write_step if self._renegotiable else self._engine.write,
                     data,
-                    lock_first=True,
-                    resumed=resumed,
+                    _StepKind.WRITE,
+                    started=resumed,
                 )
             except (ssl.SSLError, ReadAheadLimitError) as exc:
                 # (the stream is broken either way: OpenSSL may hold part of data)
@@ -1069,9 +1101,7 @@ class TLSDriver:
                     await self._wait_for_room()
                 self._close_notify_sent = True
                 try:
-                    await self._retry(
-                        self._engine.unwrap, self._backlog, lock_first=True, once=True
-                    )
+                    await self._send_message(self._engine.unwrap, self._backlog)
                 except ssl.SSLError as exc:
                     raise self._break(exc) from exc
             if scope.cancelled_caught:
@@ -1152,7 +1182,7 @@ class TLSDriver:
             move_on_after(self._close_timeout) as scope,
             suppress(ssl.SSLError, self._errors.broken, self._errors.closed),
         ):
-            await self._retry(self._engine.unwrap, None, lock_first=True, once=True)
+            await self._send_message(self._engine.unwrap, None)
         return not scope.cancelled_caught
 
     async def wait_send_ready(self, wait: Callable[[], Awaitable[Any]]) -> None:
@@ -1242,7 +1272,7 @@ class TLSDriver:
         if self._close_notify_sent:
             raise self._errors.closed()
         try:
-            await self._retry(self._request_step, None, lock_first=True, once=True)
+            await self._send_message(self._request_step, None)
         except ssl.SSLError as exc:
             raise self._break(exc) from exc
 
