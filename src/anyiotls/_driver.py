@@ -566,7 +566,9 @@ class TLSDriver:
         writing = kind is _StepKind.WRITE
         wakeable = kind is _StepKind.READ and self._receive_wakeable
         holding = False
-        yielded = started
+        # A read's fast path has been through a checkpoint; a write's only through
+        # the cancellation check.
+        yielded = started and not writing
         must_finish = writing and started  # a write that needed data, or break
         try:
             while True:
