@@ -59,6 +59,7 @@ from .worker import run_backend, settle_malloc
 
 #: (small, large) operation counts per scenario, and what one operation is.
 SCENARIOS: dict[str, tuple[int, int, str]] = {
+    "a": (40, 200, "64 KiB send, received in full"),
     "c": (300, 1300, "100 B ping-pong round trip"),
     "d": (10, 50, "TCP connect + TLS 1.3 handshake, both ends"),
 }
@@ -67,6 +68,7 @@ SCENARIOS: dict[str, tuple[int, int, str]] = {
 #: repeat to within 0.05 %, so a difference over 400 round trips (20 handshakes)
 #: resolves the guards' limits as well as one over 1,000 (40), in half the time.
 CHECK_SCENARIOS: dict[str, tuple[int, int, str]] = {
+    "a": (40, 200, "64 KiB send, received in full"),
     "c": (200, 600, SCENARIOS["c"][2]),
     "d": (10, 30, SCENARIOS["d"][2]),
 }
@@ -147,7 +149,9 @@ async def _handshakes_only(impl: Impl, contexts: Contexts, count: int) -> None:
 async def _child(impl_name: str, scenario: str, count: int) -> None:
     impl = IMPLS[impl_name]
     contexts = Contexts.create()
-    if scenario == "c":
+    if scenario == "a":
+        await scenarios.one_way(impl, contexts, 65536, count * 65536)
+    elif scenario == "c":
         await scenarios.ping_pong(impl, contexts, count)
     else:
         await _handshakes_only(impl, contexts, count)
