@@ -32,6 +32,7 @@ import anyiotls
 import anyiotls.starttls
 from anyiotls import TLSAttribute, TLSListener, TLSStream
 from anyiotls import _asyncio_transport as asyncio_transport
+from anyiotls._engine import NEED_DATA, TLSEngine
 
 from .pairs import fast_tcp_transports, tcp_transports
 
@@ -411,6 +412,126 @@ async def test_plaintext_stream_upgrades_in_place_and_unwrap_hands_it_back(
             while len(data) < len(b"plain again"):
                 data += await transport.receive()
             assert data == b"plain again"
+
+
+# -- the transport under TLS: buffered bytes, bounds, leftover -----------------------
+
+
+async def test_bytes_buffered_before_the_upgrade_reach_the_engine_in_order(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    # A pipelining client (STARTTLS and its ClientHello back to back): the server's
+    # plaintext receive takes the command, the stream keeps the ClientHello behind
+    # it, and the TLS stream on it must start with those bytes.
+    with anyio.fail_after(10):
+        async with fast_tcp_transports() as (client_plain, server_plain):
+            result: dict[str, TLSStream] = {}
+
+            async def client_side() -> None:
+                await client_plain.send(b"STARTTLS\r\n")
+                result["client"] = await TLSStream.wrap(
+                    client_plain, hostname="localhost", ssl_context=client_context
+                )
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client_side)
+                got = b""
+                while not got.endswith(b"\r\n"):
+                    got += await server_plain.receive(1)  # leaves the rest buffered
+                assert got == b"STARTTLS\r\n"
+                await anyio.sleep(0.1)  # the ClientHello arrives before the wrap
+                server = await TLSStream.wrap(
+                    server_plain, server_side=True, ssl_context=server_context
+                )
+            await result["client"].send(b"ping")
+            assert await server.receive() == b"ping"
+
+
+async def test_under_tls_reading_pauses_at_the_transports_bound(
+    anyio_backend: Any,
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
+) -> None:
+    # The application does not receive: what the peer sends stays in the kernel,
+    # not in our buffers (reading pauses at READ_BUFFER_LIMIT unread bytes).
+    with anyio.fail_after(30):
+        async with fast_tcp_transports() as (client_plain, server_plain):
+            async with anyio.create_task_group() as tg:
+                result: dict[str, TLSStream] = {}
+
+                async def server_side() -> None:
+                    result["server"] = await TLSStream.wrap(
+                        server_plain, server_side=True, ssl_context=server_context
+                    )
+
+                tg.start_soon(server_side)
+                client = await TLSStream.wrap(
+                    client_plain, hostname="localhost", ssl_context=client_context
+                )
+            server = result["server"]
+            await server.send(b"first")
+            assert await client.receive() == b"first"
+            total = 64 * 2**20  # far more than the kernel's buffers hold
+            async with anyio.create_task_group() as tg:
+
+                async def flood() -> None:
+                    for _ in range(total // len(CHUNK)):
+                        await server.send(CHUNK)
+
+                tg.start_soon(flood)
+                await anyio.sleep(1)  # the peer fills every buffer on the way
+                if isinstance(client_plain, asyncio_transport.AsyncioSocketStream):
+                    protocol = client_plain._protocol
+                    assert protocol.reading_paused
+                    assert protocol.buffered <= (
+                        asyncio_transport.READ_BUFFER_LIMIT
+                        + asyncio_transport.READ_CHUNK
+                    )
+                received = 0
+                while received < total:  # everything arrives once we read, in order
+                    data = await client.receive(1 << 20)
+                    assert data
+                    assert set(data) == {ord("x")}
+                    received += len(data)
+            assert received == total
+
+
+async def test_plaintext_after_close_notify_in_one_segment_is_kept_in_order(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    # The peer is a bare engine on the other socket: its close_notify, plaintext
+    # in the same segment, then more plaintext later: unwrap's leftover and the
+    # plain stream's receives give all of it, in order.
+    with anyio.fail_after(10):
+        async with fast_tcp_transports() as (client_plain, server_plain):
+            peer = TLSEngine(server_context, server_side=True, server_hostname=None)
+
+            async def serve_peer() -> None:
+                while peer.do_handshake() is None:
+                    out = peer.data_to_send()
+                    if out:
+                        await server_plain.send(out)
+                    peer.receive_data(await server_plain.receive())
+                await server_plain.send(peer.data_to_send())  # the tickets
+                while (data := peer.read(100)) != b"":  # up to the close_notify
+                    assert data is NEED_DATA
+                    peer.receive_data(await server_plain.receive())
+                assert peer.unwrap() is True
+                await server_plain.send(peer.data_to_send() + b"EHLO plain\r\n")
+                await anyio.sleep(0.1)
+                await server_plain.send(b"QUIT\r\n")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(serve_peer)
+                client = await TLSStream.wrap(
+                    client_plain, hostname="localhost", ssl_context=client_context
+                )
+                transport, leftover = await client.unwrap()
+            assert transport is client_plain
+            data = leftover
+            while len(data) < len(b"EHLO plain\r\nQUIT\r\n"):
+                data += await transport.receive()
+            assert data == b"EHLO plain\r\nQUIT\r\n"
 
 
 # -- the transport as an AnyIO socket stream: flow control ----------------------------
