@@ -724,3 +724,13 @@ def test_snippets_and_examples_pass_mypy_strict(tmp_path: Path) -> None:
 
         report = re.sub(rf"{re.escape(str(path))}:(\d+):", page_line, report)
     assert completed.returncode == 0, report
+
+
+def test_the_test_extra_pins_the_mypy_that_nox_type_checks_with() -> None:
+    # Both run mypy --strict (on src/ and on the documentation's code): one version.
+    root = Path(__file__).resolve().parent.parent
+    nox_pin = re.search(r'^MYPY = "([^"]+)"', (root / "noxfile.py").read_text(), re.M)
+    extra_pin = re.search(r'"(mypy==[^"]+)"', (root / "pyproject.toml").read_text())
+    assert nox_pin is not None
+    assert extra_pin is not None
+    assert nox_pin.group(1) == extra_pin.group(1)
