@@ -34,7 +34,7 @@ from anyiotls import TLSAttribute, TLSListener, TLSStream
 from anyiotls import _asyncio_transport as asyncio_transport
 from anyiotls._engine import NEED_DATA, TLSEngine
 
-from .pairs import fast_tcp_transports, tcp_transports
+from .pairs import fast_tcp_transports, handshake_pair, tcp_transports
 
 pytestmark = pytest.mark.anyio
 
@@ -456,19 +456,9 @@ async def test_under_tls_reading_pauses_at_the_transports_bound(
     # not in our buffers (reading pauses at READ_BUFFER_LIMIT unread bytes).
     with anyio.fail_after(30):
         async with fast_tcp_transports() as (client_plain, server_plain):
-            async with anyio.create_task_group() as tg:
-                result: dict[str, TLSStream] = {}
-
-                async def server_side() -> None:
-                    result["server"] = await TLSStream.wrap(
-                        server_plain, server_side=True, ssl_context=server_context
-                    )
-
-                tg.start_soon(server_side)
-                client = await TLSStream.wrap(
-                    client_plain, hostname="localhost", ssl_context=client_context
-                )
-            server = result["server"]
+            client, server = await handshake_pair(
+                client_plain, server_plain, client_context, server_context
+            )
             await server.send(b"first")
             assert await client.receive() == b"first"
             total = 64 * 2**20  # far more than the kernel's buffers hold
