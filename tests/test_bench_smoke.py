@@ -18,7 +18,8 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import ByteStream
-from bench import instructions
+from bench import instructions, scenarios
+from bench.impls import Contexts
 
 from anyiotls import TLSStream
 from anyiotls import _engine as engine_module
@@ -331,3 +332,27 @@ def test_instruction_check_reports_every_guarded_pair(
             assert f"({scenario}) {backend}: {anyiotls_cost / 100:.3f}" in out
             assert f"({scenario}) {backend}: 0.800 <= " in out
     assert ("REGRESSION" in out) == (exit_code == 1)
+
+
+@pytest.mark.anyio
+async def test_every_benchmarked_implementation_moves_the_data(
+    anyio_backend: Any,
+) -> None:
+    # The benchmark harness itself, on every backend: each implementation the
+    # tables compare carries a bulk transfer and a ping-pong to the end (a harness
+    # that lost or duplicated bytes would hang here, under the deadline). Nothing
+    # is timed.
+    if isinstance(anyio_backend, str):
+        backend = anyio_backend
+    else:
+        backend = "uvloop" if anyio_backend[1].get("use_uvloop") else "asyncio"
+    impls = {
+        impl.name: impl
+        for group in instructions.compared(backend, "c")
+        for impl in group
+    }
+    contexts = Contexts.create()
+    with anyio.fail_after(60):
+        for impl in impls.values():
+            assert await scenarios.one_way(impl, contexts, 65536, 2**20) > 0
+            await scenarios.ping_pong(impl, contexts, 20)
