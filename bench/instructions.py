@@ -118,21 +118,23 @@ GROUPS = ("Python", "OpenSSL", "libc")
 
 #: ``--check`` (CI): the most instructions anyiotls's ``TLSStream`` may execute per
 #: operation, as a multiple of AnyIO's ``TLSStream`` in the same run. Counts repeat
-#: to within 0.05 % (AnyIO's stream on Trio within 1.5 %; (a) with ``--check``'s
-#: 80 sends within 2.5 %, the first sends copying more), so these limits can sit
-#: close to today's ratios ((a) 0.94 on asyncio, 1.06 on Trio; (c) 1.04; (d) 1.005)
-#: and still never fail by chance: an extra trip through the event loop per call, a
-#: copy of every 64 KiB send (+65 k instructions in (a), libc's ``memcpy``), or a
-#: second SSLObject call per step crosses them.
-GUARD = {"a": 1.10, "a:asyncio": 1.00, "c": 1.10, "d": 1.02}
+#: to within 0.05 % (AnyIO's stream on Trio within 1.5 %), so these limits can sit
+#: close to today's ratios ((a) 0.94 on asyncio; (c) 1.04; (d) 1.005) and still
+#: never fail by chance: an extra trip through the event loop per call, a copy of
+#: every 64 KiB send (+65 k instructions in (a), libc's ``memcpy``), or a second
+#: SSLObject call per step crosses them. (a) on Trio moves by up to 2.5 % between
+#: runs (how much a ``recv()`` finds depends on when the receiver runs, so the
+#: number of wake-ups varies; 1.06-1.07 today): there the limit only catches gross
+#: regressions, asyncio's catches a copy.
+GUARD = {"a": 1.15, "a:asyncio": 1.00, "c": 1.10, "d": 1.02}
 
 #: ``--check`` for ``anyiotls.connect_tcp`` (the own TCP transport), also as a
 #: multiple of AnyIO's ``TLSStream`` over ``anyio.connect_tcp``: (c) must stay
 #: clearly cheaper (measured 0.77 on asyncio, 0.85 on Trio), (d) no dearer (1.00),
-#: (a) within a copy of today (1.00 on asyncio, 1.04 on Trio).
+#: (a) within a copy of today on asyncio (0.98), grossly on Trio (1.03-1.05).
 #: ``"c:uvloop"``: a backend's own limit; on uvloop, where pausing and resuming
 #: reading are cheap C calls, (c) counts the same instructions (1.00).
-GUARD_TCP = {"a": 1.10, "a:asyncio": 1.06, "c": 0.90, "c:uvloop": 1.05, "d": 1.02}
+GUARD_TCP = {"a": 1.15, "a:asyncio": 1.06, "c": 0.90, "c:uvloop": 1.05, "d": 1.02}
 
 #: The guarded implementation, per guard.
 GUARDS = {"anyiotls": GUARD, "anyiotls.tcp": GUARD_TCP}
