@@ -169,8 +169,9 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def instructions(session: nox.Session) -> None:
-    """Instructions per round trip and per handshake against anyio's TLSStream, with
-    valgrind (``bench/instructions.py``); ``-- --check``: fail on a regression.
+    """Instructions per 64 KiB send, round trip and handshake against anyio's
+    TLSStream, with valgrind (``bench/instructions.py``); ``-- --check``: fail on a
+    regression.
 
     AnyIO and trio are pinned: the guard compares counts, and a new release of either
     moves them (update the pins on purpose, with ``docs/benchmarks.md``).
