@@ -14,6 +14,7 @@ from anyio.streams.stapled import StapledObjectStream
 
 import anyiotls
 from anyiotls import TLSStream
+from anyiotls._engine import TLSEngine
 
 #: What ``tls_pair`` can run over: memory streams, AnyIO's TCP socket streams, and
 #: anyiotls's own TCP transport (``anyiotls.connect_tcp(..., tls=False)`` and
@@ -168,7 +169,7 @@ async def tls_pair(
             )
 
 
-async def receive_exactly(stream: TLSStream, size: int) -> bytes:
+async def receive_exactly(stream: Any, size: int) -> bytes:
     """Receive until *size* bytes arrived (fails on EOF)."""
     chunks = bytearray()
     while len(chunks) < size:
@@ -185,3 +186,16 @@ async def receive_all(stream: TLSStream) -> bytes:
             chunks += await stream.receive()
         except anyio.EndOfStream:
             return bytes(chunks)
+
+
+async def handshake_bare_server(peer: TLSEngine, transport: Any) -> None:
+    """Run *peer*, a bare server engine, through its handshake over *transport*
+    (anything with ``send``/``receive`` of bytes), then send its session tickets:
+    a peer whose every byte a test controls (e.g. close_notify and plaintext in
+    one transport item)."""
+    while peer.do_handshake() is None:
+        out = peer.data_to_send()
+        if out:
+            await transport.send(out)
+        peer.receive_data(await transport.receive())
+    await transport.send(peer.data_to_send())  # the session tickets

@@ -13,6 +13,7 @@ from anyiotls._engine import TLSEngine
 
 from .pairs import (
     TCP_TRANSPORTS,
+    handshake_bare_server,
     handshake_pair,
     memory_transports,
     receive_all,
@@ -200,12 +201,7 @@ async def test_unwrap_leftover_in_same_segment_as_close_notify(
     client = TLSStream(ct, hostname="localhost", ssl_context=client_context)
 
     async def serve_peer() -> None:
-        while peer.do_handshake() is None:
-            out = peer.data_to_send()
-            if out:
-                await st.send(out)
-            peer.receive_data(await st.receive())
-        await st.send(peer.data_to_send())  # the session tickets
+        await handshake_bare_server(peer, st)
         peer.receive_data(await st.receive())  # the client's close_notify
         assert peer.read(100) == b""
         assert peer.unwrap() is True

@@ -34,7 +34,13 @@ from anyiotls import TLSAttribute, TLSListener, TLSStream
 from anyiotls import _asyncio_transport as asyncio_transport
 from anyiotls._engine import NEED_DATA, TLSEngine
 
-from .pairs import fast_tcp_transports, handshake_pair, tcp_transports
+from .pairs import (
+    fast_tcp_transports,
+    handshake_bare_server,
+    handshake_pair,
+    receive_exactly,
+    tcp_transports,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -408,16 +414,15 @@ async def test_plaintext_stream_upgrades_in_place_and_unwrap_hands_it_back(
                 tg.start_soon(server_unwrap)
                 transport, leftover = await client.unwrap()
             assert transport is client_plain
-            data = leftover
-            while len(data) < len(b"plain again"):
-                data += await transport.receive()
-            assert data == b"plain again"
+            expected = b"plain again"
+            rest = await receive_exactly(transport, len(expected) - len(leftover))
+            assert leftover + rest == expected
 
 
 # -- the transport under TLS: buffered bytes, bounds, leftover -----------------------
 
 
-async def test_bytes_buffered_before_the_upgrade_reach_the_engine_in_order(
+async def test_bytes_buffered_before_the_upgrade_reach_the_tls_stream_in_order(
     client_context: ssl.SSLContext, server_context: ssl.SSLContext
 ) -> None:
     # A pipelining client (STARTTLS and its ClientHello back to back): the server's
@@ -497,12 +502,7 @@ async def test_plaintext_after_close_notify_in_one_segment_is_kept_in_order(
             peer = TLSEngine(server_context, server_side=True, server_hostname=None)
 
             async def serve_peer() -> None:
-                while peer.do_handshake() is None:
-                    out = peer.data_to_send()
-                    if out:
-                        await server_plain.send(out)
-                    peer.receive_data(await server_plain.receive())
-                await server_plain.send(peer.data_to_send())  # the tickets
+                await handshake_bare_server(peer, server_plain)
                 while (data := peer.read(100)) != b"":  # up to the close_notify
                     assert data is NEED_DATA
                     peer.receive_data(await server_plain.receive())
@@ -518,10 +518,9 @@ async def test_plaintext_after_close_notify_in_one_segment_is_kept_in_order(
                 )
                 transport, leftover = await client.unwrap()
             assert transport is client_plain
-            data = leftover
-            while len(data) < len(b"EHLO plain\r\nQUIT\r\n"):
-                data += await transport.receive()
-            assert data == b"EHLO plain\r\nQUIT\r\n"
+            expected = b"EHLO plain\r\nQUIT\r\n"
+            rest = await receive_exactly(transport, len(expected) - len(leftover))
+            assert leftover + rest == expected
 
 
 # -- the transport as an AnyIO socket stream: flow control ----------------------------
